@@ -1,0 +1,148 @@
+"""The qmail back end: pipe the message into qmail-queue.
+
+The message goes to the child's fd 0, then the envelope to its fd 1;
+qmail-queue commits only after reading a complete envelope, so the envelope
+is written only once the whole message has been, and a message that must not
+be queued is stopped by killing the child before its envelope pipe closes.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+
+from ..smtp import Reply
+from . import Backend, BackendError, envelope
+
+# qmail-queue(8) exit codes and mailfront's replies to them
+EXIT_REPLIES = {
+    11: Reply(554, "5.1.3 Address too long."),
+    31: Reply(554, "5.3.0 Message refused."),
+    51: Reply(451, "4.3.0 Out of memory."),
+    52: Reply(451, "4.3.0 Timeout."),
+    53: Reply(451, "4.3.0 Write error (queue full?)."),
+    54: Reply(451, "4.3.0 Unable to read the message or envelope."),
+    55: Reply(451, "4.3.0 Unable to read a configuration file."),
+    56: Reply(451, "4.3.0 Network problem."),
+    61: Reply(451, "4.3.0 Problem with the qmail home directory."),
+    62: Reply(451, "4.3.0 Problem with the qmail queue directory."),
+    63: Reply(451, "4.3.0 Problem with queue/pid."),
+    64: Reply(451, "4.3.0 Problem with queue/mess."),
+    65: Reply(451, "4.3.0 Problem with queue/intd."),
+    66: Reply(451, "4.3.0 Problem with queue/todo."),
+    71: Reply(451, "4.3.0 Message refused by mail server."),
+    72: Reply(451, "4.3.0 Connection to mail server timed out."),
+    73: Reply(451, "4.3.0 Connection to mail server rejected."),
+    74: Reply(451, "4.3.0 Communication with mail server failed."),
+    81: Reply(451, "4.3.0 Internal qmail-queue bug."),
+    91: Reply(451, "4.3.0 Envelope format error."),
+}
+PERMANENT = Reply(554, "5.3.0 Message rejected by qmail-queue.")
+TEMPORARY = Reply(451, "4.3.0 Temporary qmail-queue failure.")
+CRASHED = Reply(451, "4.3.0 qmail-queue crashed.")
+CANNOT_START = Reply(451, "4.3.0 Could not start qmail-queue.")
+WRITE_FAILED = Reply(451, "4.3.0 Writing data to qmail-queue failed.")
+HUNG = Reply(451, "4.3.0 qmail-queue timed out.")
+
+
+def exit_reply(code: int, errmsg: dict[int, str]) -> Reply:
+    """The reply to a qmail-queue exit code other than 0; $QQERRMSG_<code> replaces the text."""
+    reply = EXIT_REPLIES.get(code) or (PERMANENT if 11 <= code <= 40 else TEMPORARY)
+    if code in errmsg:
+        return Reply(reply.code, errmsg[code])
+    return reply
+
+
+class QmailQueue(Backend):
+    def __init__(self, program: str, errmsg: dict[int, str], timeout: float, environ: dict[str, str]) -> None:
+        self.program = program
+        self.errmsg = errmsg
+        self.timeout = timeout
+        self.environ = environ
+        self.pid = 0
+
+    def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
+        self.envelope = envelope(sender, recipients)
+        self.size = 0
+        self.failed = False
+        self.deadline = time.monotonic() + self.timeout
+        msg_r, self.msg_w = os.pipe()
+        env_r, self.env_w = os.pipe()
+        try:
+            self.pid = os.posix_spawn(
+                self.program,
+                [self.program],
+                {**self.environ, **env},
+                file_actions=[(os.POSIX_SPAWN_DUP2, msg_r, 0), (os.POSIX_SPAWN_DUP2, env_r, 1)],
+            )
+        except OSError:
+            os.close(self.msg_w)
+            os.close(self.env_w)
+            raise BackendError(CANNOT_START) from None
+        finally:
+            os.close(msg_r)
+            os.close(env_r)
+        os.set_blocking(self.msg_w, False)
+        os.set_blocking(self.env_w, False)
+
+    def _write_all(self, fd: int, data: bytes) -> bool:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                left = self.deadline - time.monotonic()
+                if left <= 0 or not select.select([], [fd], [], left)[1]:
+                    return False
+            except OSError:  # EPIPE: the child is gone
+                return False
+        return True
+
+    def write(self, block: bytes) -> None:
+        if not self.failed:
+            self.failed = not self._write_all(self.msg_w, block)
+            self.size += len(block)
+
+    def finish(self) -> Reply:
+        os.close(self.msg_w)
+        # the envelope is written only after the whole message went through
+        if not self.failed:
+            self.failed = not self._write_all(self.env_w, self.envelope)
+        os.close(self.env_w)
+        status = self._wait()
+        pid, self.pid = self.pid, 0
+        if status is None:
+            return HUNG
+        if os.WIFSIGNALED(status):
+            return CRASHED
+        code = os.WEXITSTATUS(status)
+        if code:
+            return exit_reply(code, self.errmsg)
+        if self.failed:
+            return WRITE_FAILED
+        return Reply(250, f"2.6.0 Accepted message qp {pid} bytes {self.size}")
+
+    def _wait(self) -> int | None:
+        pause = 0.0005
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return status
+            if time.monotonic() > self.deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def abort(self) -> None:
+        if not self.pid:
+            return
+        # killed before its envelope pipe closes, qmail-queue can't commit
+        os.kill(self.pid, signal.SIGKILL)
+        os.close(self.msg_w)
+        os.close(self.env_w)
+        os.waitpid(self.pid, 0)
+        self.pid = 0

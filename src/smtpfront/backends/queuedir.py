@@ -1,0 +1,85 @@
+"""The queuedir back end: one file per message in a directory.
+
+The file is written under `$QUEUEDIR/tmp`, synced, and renamed into
+`$QUEUEDIR/new`, so a reader of new/ only ever sees complete messages.  It
+holds the sender and a NUL, each recipient and a NUL, a final NUL, then the
+message.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..smtp import Reply
+from . import Backend, BackendError
+
+CANNOT_WRITE = Reply(451, "4.3.0 Write error (queue full?).")
+
+
+class QueueDir(Backend):
+    def __init__(self, root: str, tmp: str, dest: str, nosync: bool, log) -> None:
+        self.tmp = os.path.join(root, tmp)
+        self.dest = os.path.join(root, dest)
+        self.nosync = nosync
+        self.log = log
+        self.seq = 0
+        self.fd = -1
+
+    def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
+        self.seq += 1
+        self.name = f"{time.time_ns()}.{os.getpid()}.{self.seq}"
+        self.path = os.path.join(self.tmp, self.name)
+        data = "".join(a + "\0" for a in [sender, *recipients]).encode("utf-8", "surrogateescape") + b"\0"
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            self.log(f"queuedir: cannot create {self.path}: {e.strerror}")
+            raise BackendError(CANNOT_WRITE) from None
+        self.size = 0
+        self.error: OSError | None = None
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as e:
+            self.error = e
+
+    def write(self, block: bytes) -> None:
+        self._write(block)
+        self.size += len(block)
+
+    def finish(self) -> Reply:
+        try:
+            if self.error is not None:
+                raise self.error
+            if not self.nosync:
+                os.fsync(self.fd)
+            os.close(self.fd)
+            self.fd = -1
+            os.rename(self.path, os.path.join(self.dest, self.name))
+            if not self.nosync:
+                dirfd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dirfd)
+                finally:
+                    os.close(dirfd)
+        except OSError as e:
+            self.log(f"queuedir: cannot queue {self.path}: {e.strerror}")
+            self.abort()
+            return CANNOT_WRITE
+        return Reply(250, f"2.6.0 Accepted message {self.name} bytes {self.size}")
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass

@@ -1,0 +1,219 @@
+"""The programs: each is a back end and an ordered list of handlers around the engine.
+
+    smtpfront-qmail     qmail-queue
+    smtpfront-echo      echo (shows what would be queued)
+    smtpfront-queuedir  files in $QUEUEDIR
+
+All three run the same pipeline (mailfront's smtpfront-qmail list):
+check-fqdn, counters, mailrules, relayclient, qmail-validate, add-received,
+patterns.  `serve` is the stdin/stdout driver: it reads with the idle and
+session timeouts, feeds the engine, asks the server for replies and writes
+them, pipelined replies in one write.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .config import ConfigError, Settings
+from .log import Log
+from .smtp import Reply
+
+CONFIG_ERROR = Reply(421, "4.3.0 Configuration error; try again later.")
+TIMED_OUT = Reply(421, "4.4.2 Timeout; closing connection.")
+SESSION_TIMED_OUT = Reply(421, "4.4.2 Session time limit exceeded; closing connection.")
+READ_SIZE = 1 << 16
+
+
+class StartupError(Exception):
+    """The program can't serve safely; `reply` replaces the greeting."""
+
+    def __init__(self, reply: Reply, message: str) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+def build_handlers(settings: Settings, log: Log) -> list:
+    """The pipeline, in mailfront's order.  Handlers with nothing to do are left out."""
+    from .handlers.check_fqdn import CheckFqdn
+    from .handlers.counters import Counters
+    from .handlers.qmail_validate import QmailValidate
+    from .handlers.received import AddReceived
+    from .handlers.relayclient import RelayClient
+
+    handlers: list = [
+        CheckFqdn(settings.default_host, settings.default_domain, settings.sender_domains),
+        Counters(settings.max_msgs, settings.max_rcpts, settings.max_rcpts_reject, settings.max_hops),
+    ]
+    if settings.mailrules:
+        from .handlers.rules import MailRules, load_rules
+
+        handlers.append(MailRules(load_rules(settings.mailrules, log)))
+    handlers += [
+        RelayClient(),
+        QmailValidate(settings.qmail_home, log),
+        AddReceived(settings),
+    ]
+    if settings.patterns:
+        from .handlers.content import Patterns, load_patterns
+
+        handlers.append(Patterns(load_patterns(settings, log)))
+    return handlers
+
+
+def build_backend(name: str, settings: Settings, log: Log):
+    if name == "qmail":
+        from .backends.qmail import QmailQueue
+
+        return QmailQueue(
+            settings.qmail_queue, settings.qq_errmsg, settings.qmail_queue_timeout, settings.environ
+        )
+    if name == "echo":
+        from .backends.echo import Echo
+
+        return Echo()
+    from .backends.queuedir import QueueDir
+
+    if not settings.queuedir:
+        raise StartupError(CONFIG_ERROR, "$QUEUEDIR is not set")
+    return QueueDir(settings.queuedir, settings.queuedir_tmp, settings.queuedir_dest, settings.queuedir_nosync, log)
+
+
+def build_auth(settings: Settings, log: Log):
+    if not (settings.cvm_plain or settings.cvm_cram_md5):
+        return None
+    from .sasl import Authenticator
+
+    return Authenticator(settings, log)
+
+
+class Transport:
+    """The client's bytes: plain file descriptors (tcpserver's socket, or two pipes)."""
+
+    def __init__(self, fd_in: int = 0, fd_out: int = 1) -> None:
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def read(self, timeout: float) -> bytes | None:
+        """Client bytes, b'' at end of input, None when nothing came within `timeout`."""
+        import select
+
+        try:
+            ready = select.select([self.fd_in], [], [], timeout)[0]
+        except (OSError, ValueError):
+            ready = True  # not selectable (e.g. /dev/null): just read
+        if not ready:
+            return None
+        try:
+            data = os.read(self.fd_in, READ_SIZE)
+        except OSError:
+            data = b""
+        self.bytes_in += len(data)
+        return data
+
+    def write(self, data: bytes) -> bool:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd_out, view) :]
+        except OSError:
+            return False
+        self.bytes_out += len(data)
+        return True
+
+
+def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int:
+    """Run one session to its end; returns the exit code."""
+    from .smtp import Closed, Quit, StartTLS
+
+    session_end = clock() + settings.session_timeout
+    engine.send(server.greeting())
+    exit_code = 0
+    while True:
+        event = engine.next_event()
+        if engine.log:
+            for line in engine.log:
+                log(line)
+            engine.log.clear()
+        if event is None:
+            if not transport.write(engine.data_to_send()):
+                server.closed(Closed(in_data=engine.mode == "data", exit_code=1))
+                return 1
+            if engine.mode == "closed":
+                return exit_code
+            now = clock()
+            wait = min(settings.timeout, session_end - now)
+            data = transport.read(wait) if wait > 0 else None
+            if data is None:
+                reply = SESSION_TIMED_OUT if clock() >= session_end else TIMED_OUT
+                engine.send(reply)
+                log(reply.lines()[-1])
+                server.closed(Closed(in_data=engine.mode == "data", exit_code=1))
+                engine.close(1)
+                exit_code = 1
+                continue
+            engine.receive_data(data)
+            continue
+        reply = server.handle(event)
+        if event.needs_reply:
+            engine.respond(reply)
+        if isinstance(event, Closed):
+            exit_code = event.exit_code
+        elif isinstance(event, Quit):
+            pass
+        elif isinstance(event, StartTLS) and reply.code == 220:
+            if not transport.write(engine.data_to_send()):
+                return 1
+            transport = server.start_tls(transport)
+            if transport is None:
+                return 1
+            engine.start_tls()
+
+
+def run(backend_name: str) -> int:
+    import time
+
+    log = Log()
+    transport = Transport()
+    try:
+        settings = Settings.from_environ(os.environ)
+        handlers = build_handlers(settings, log)
+        backend = build_backend(backend_name, settings, log)
+        auth = build_auth(settings, log)
+    except (ConfigError, StartupError) as e:
+        log(str(e))
+        reply = getattr(e, "reply", CONFIG_ERROR)
+        log(reply.lines()[-1])
+        transport.write(reply.encode())
+        log(f"bytes in: 0 bytes out: {transport.bytes_out}")
+        return 1
+    from .server import Server
+    from .session import Session
+    from .smtp import Engine
+
+    server = Server(Session(settings), handlers, backend, log, auth=auth)
+    engine = Engine(max_notimpl=settings.max_notimpl)
+    try:
+        code = serve(engine, server, transport, settings, log, time.monotonic)
+    except Exception as e:  # noqa: BLE001 - last line of defence: a log line, never a traceback
+        log(f"internal error: {type(e).__name__}: {e}")
+        server.reset()
+        transport.write(Reply(451, "4.3.0 Internal error.").encode())
+        code = 1
+    log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
+    return code
+
+
+def qmail() -> None:
+    sys.exit(run("qmail"))
+
+
+def echo() -> None:
+    sys.exit(run("echo"))
+
+
+def queuedir() -> None:
+    sys.exit(run("queuedir"))

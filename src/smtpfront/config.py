@@ -1,0 +1,170 @@
+"""The one place that reads the environment.
+
+`Settings.from_environ(os.environ)` turns the variables of the UCSPI server,
+envdir and tcprules into one frozen object; every other module is handed what
+it needs from it.  A malformed number is a configuration error: the program
+answers 421 in place of the greeting rather than run with a limit it guessed.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A variable has a value the program cannot use."""
+
+
+def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> float:
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise ConfigError(f"${name} is not a number: {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"${name} must not be negative: {value!r}")
+    return number
+
+
+class Settings:
+    """Everything the programs take from the environment, read once."""
+
+    __slots__ = (
+        "environ",
+        "proto",
+        "local_host",
+        "local_ip",
+        "local_port",
+        "remote_host",
+        "remote_ip",
+        "remote_port",
+        "remote_info",
+        "greeting",
+        "relayclient",
+        "timeout",
+        "session_timeout",
+        "max_notimpl",
+        "databytes",
+        "max_msgs",
+        "max_rcpts",
+        "max_rcpts_reject",
+        "max_hops",
+        "default_domain",
+        "default_host",
+        "sender_domains",
+        "mailrules",
+        "patterns",
+        "patterns_linemax",
+        "patterns_resp",
+        "qmail_home",
+        "qmail_queue",
+        "qmail_queue_timeout",
+        "qq_errmsg",
+        "cvm_plain",
+        "cvm_login",
+        "cvm_cram_md5",
+        "cvm_timeout",
+        "auth_requires_tls",
+        "auth_max_failures",
+        "auth_fail_delay",
+        "auth_throttle_dir",
+        "sender_login_map",
+        "header_add",
+        "fixup_received_host",
+        "fixup_received_ip",
+        "queuedir",
+        "queuedir_tmp",
+        "queuedir_dest",
+        "queuedir_nosync",
+        "bare_eol",
+        "tls_certfile",
+        "tls_keyfile",
+        "tls_ciphers",
+        "tls_min_version",
+        "smtps",
+    )
+
+    def __init__(self, **values: object) -> None:
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Settings are read-only")
+
+    def replace(self, **changes: object) -> Settings:
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return Settings(**values)
+
+    @classmethod
+    def from_environ(cls, environ: dict[str, str]) -> Settings:
+        env = dict(environ)
+        proto = env.get("PROTO") or "TCP"
+
+        def ucspi(name: str) -> str:
+            return env.get(proto + name, "")
+
+        local_host = ucspi("LOCALHOST") or "unknown"
+        greeting = env.get("SMTPGREETING") or f"{local_host} mailfront"
+        qmail_home = env.get("QMAILHOME") or "/var/qmail"
+        qq_errmsg = {
+            int(k[9:]): v for k, v in env.items() if k.startswith("QQERRMSG_") and k[9:].isdigit()
+        }
+        cvm_plain = env.get("CVM_SASL_PLAIN") or None
+        bare_eol = (env.get("DATA_BARE_EOL") or "reject").lower()
+        if bare_eol not in ("reject", "normalize"):
+            raise ConfigError(f"$DATA_BARE_EOL must be reject or normalize: {bare_eol!r}")
+        return cls(
+            environ=env,
+            proto=proto,
+            local_host=local_host,
+            local_ip=ucspi("LOCALIP"),
+            local_port=ucspi("LOCALPORT"),
+            remote_host=ucspi("REMOTEHOST"),
+            remote_ip=ucspi("REMOTEIP"),
+            remote_port=ucspi("REMOTEPORT"),
+            remote_info=ucspi("REMOTEINFO"),
+            greeting=greeting,
+            relayclient=env.get("RELAYCLIENT"),
+            timeout=_number(env, "TIMEOUT", 1200.0, float),
+            session_timeout=_number(env, "SESSION_TIMEOUT", 86400.0, float),
+            max_notimpl=_number(env, "MAXNOTIMPL", 0),
+            databytes=_number(env, "DATABYTES", 0),
+            max_msgs=_number(env, "MAXMSGS", 0),
+            max_rcpts=_number(env, "MAXRCPTS", 0),
+            max_rcpts_reject="MAXRCPTS_REJECT" in env,
+            max_hops=_number(env, "MAXHOPS", 0) or 100,
+            default_domain=env.get("DEFAULTDOMAIN", ""),
+            default_host=env.get("DEFAULTHOST", ""),
+            sender_domains=tuple(d.lower() for d in env.get("SENDER_DOMAINS", "").split(":") if d),
+            mailrules=env.get("MAILRULES") or None,
+            patterns=env.get("PATTERNS") or None,
+            patterns_linemax=_number(env, "PATTERNS_LINEMAX", 0) or 256,
+            patterns_resp=env.get("PATTERNS_RESP") or "This message contains prohibited content",
+            qmail_home=qmail_home,
+            qmail_queue=env.get("QMAILQUEUE") or qmail_home + "/bin/qmail-queue",
+            qmail_queue_timeout=_number(env, "QMAILQUEUE_TIMEOUT", 3600.0, float),
+            qq_errmsg=qq_errmsg,
+            cvm_plain=cvm_plain,
+            cvm_login=env.get("CVM_SASL_LOGIN") or cvm_plain,
+            cvm_cram_md5=env.get("CVM_SASL_CRAM_MD5") or None,
+            cvm_timeout=_number(env, "CVM_TIMEOUT", 10.0, float),
+            auth_requires_tls="AUTH_REQUIRES_TLS" in env,
+            auth_max_failures=_number(env, "AUTH_MAX_FAILURES", 3),
+            auth_fail_delay=_number(env, "AUTH_FAIL_DELAY", 0.0, float),
+            auth_throttle_dir=env.get("AUTH_THROTTLE_DIR") or None,
+            sender_login_map=env.get("SENDER_LOGIN_MAP") or None,
+            header_add=env.get("HEADER_ADD", ""),
+            fixup_received_host=env.get("FIXUP_RECEIVED_HOST", ""),
+            fixup_received_ip=env.get("FIXUP_RECEIVED_IP", ""),
+            queuedir=env.get("QUEUEDIR") or None,
+            queuedir_tmp=env.get("QUEUEDIR_TMP") or "tmp",
+            queuedir_dest=env.get("QUEUEDIR_DEST") or "new",
+            queuedir_nosync="QUEUEDIR_NOSYNC" in env,
+            bare_eol=bare_eol,
+            tls_certfile=env.get("TLS_CERTFILE") or None,
+            tls_keyfile=env.get("TLS_KEYFILE") or None,
+            tls_ciphers=env.get("TLS_CIPHERS") or None,
+            tls_min_version=env.get("TLS_MIN_VERSION") or "1.2",
+            smtps="SMTPS" in env,
+        )

@@ -1,0 +1,562 @@
+"""The SMTP protocol engine, without I/O.
+
+`Engine` is fed the bytes the client sent (`receive_data`) and hands back
+events (`next_event`).  Events that need an answer from the policy layer
+(HELO, MAIL, RCPT, DATA, the end of a message, AUTH and its continuation
+lines, STARTTLS) stay pending until the caller passes the reply to `respond`;
+the reply's code drives the state (a 2xx to MAIL means a sender is set, 354
+to DATA means the body follows, ...).  Grammar, command order and the fixed
+replies (NOOP, RSET, VRFY, HELP, QUIT, 500, 503) are answered here.
+Everything to be written to the client is collected for `data_to_send`.
+
+No sockets, no clock, no environment: the drivers and the tests are callers.
+"""
+
+from __future__ import annotations
+
+
+def text(raw: bytes) -> str:
+    """Protocol bytes as str; `raw(text(b)) == b` for any bytes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def raw(s: str) -> bytes:
+    return s.encode("utf-8", "surrogateescape")
+
+
+class Reply:
+    """An SMTP reply: a code and its text; a newline in the text makes a multi-line reply."""
+
+    __slots__ = ("code", "text")
+
+    def __init__(self, code: int, text: str) -> None:
+        self.code = code
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Reply({self.code}, {self.text!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reply) and (self.code, self.text) == (other.code, other.text)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.text))
+
+    @property
+    def ok(self) -> bool:
+        return self.code < 400
+
+    def lines(self) -> list[str]:
+        parts = self.text.replace("\r\n", "\n").split("\n")
+        last = len(parts) - 1
+        return [f"{self.code}{' ' if i == last else '-'}{p}" for i, p in enumerate(parts)]
+
+    def encode(self) -> bytes:
+        return raw("\r\n".join(self.lines()) + "\r\n")
+
+
+NOT_IMPLEMENTED = Reply(500, "5.5.1 Not implemented.")
+LINE_TOO_LONG = Reply(500, "5.5.2 Line too long.")
+TOO_MANY_NOTIMPL = Reply(503, "5.5.0 Too many unimplemented commands.\n5.5.0 Closing connection.")
+NEED_MAIL = Reply(503, "5.5.1 You must send MAIL FROM: first")
+NEED_RCPT = Reply(503, "5.5.1 You must send RCPT TO: first")
+BAD_ADDRESS = Reply(501, "5.5.2 Syntax error in address parameter.")
+BAD_SIZE = Reply(501, "5.5.4 Invalid SIZE parameter.")
+NO_PARAMETERS = Reply(501, "5.5.2 Syntax error, no parameters allowed.")
+OK = Reply(250, "2.3.0 OK")
+VRFY = Reply(252, "2.5.2 Send some mail, I'll try my best.")
+HELP = Reply(214, "2.0.0 Help not available.")
+BYE = Reply(221, "2.0.0 Good bye.")
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1 You are already authenticated.")
+AUTH_IN_TRANSACTION = Reply(503, "5.5.1 AUTH is not permitted during a mail transaction.")
+TLS_ALREADY = Reply(503, "5.5.1 TLS is already active.")
+DATA_LINE_TOO_LONG = Reply(500, "5.5.2 Line too long.")
+
+MAX_COMMAND_LINE = 1000  # RFC 5321 asks for 512; leave room for ESMTP parameters
+MAX_AUTH_LINE = 12288  # RFC 4954 section 4
+DATA_HOLD = 65536  # a body line longer than this is passed on in pieces
+
+
+# ---- events -------------------------------------------------------------
+
+
+class Event:
+    __slots__ = ()
+    needs_reply = True
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and all(
+            getattr(self, k) == getattr(other, k) for k in self.__slots__
+        )
+
+
+class Hello(Event):
+    """HELO or EHLO; `esmtp` tells which."""
+
+    __slots__ = ("domain", "esmtp")
+
+    def __init__(self, domain: str, esmtp: bool) -> None:
+        self.domain = domain
+        self.esmtp = esmtp
+
+
+class Mail(Event):
+    """MAIL FROM:<address> with its ESMTP parameters (keys upper-cased)."""
+
+    __slots__ = ("address", "params")
+
+    def __init__(self, address: str, params: dict[str, str]) -> None:
+        self.address = address
+        self.params = params
+
+
+class Rcpt(Mail):
+    """RCPT TO:<address> with its ESMTP parameters."""
+
+    __slots__ = ()
+
+
+class Data(Event):
+    __slots__ = ()
+
+
+class Body(Event):
+    """A block of the message: whole lines, dot-unstuffed, ending in LF."""
+
+    __slots__ = ("block",)
+    needs_reply = False
+
+    def __init__(self, block: bytes) -> None:
+        self.block = block
+
+
+class BodyEnd(Event):
+    """The final dot.  `bare_eol` is true when a CRLF client sent a bare CR or LF in the body."""
+
+    __slots__ = ("bare_eol",)
+
+    def __init__(self, bare_eol: bool) -> None:
+        self.bare_eol = bare_eol
+
+
+class Auth(Event):
+    """AUTH mechanism [initial-response]; the initial response is None when absent."""
+
+    __slots__ = ("mechanism", "initial")
+
+    def __init__(self, mechanism: str, initial: str | None) -> None:
+        self.mechanism = mechanism
+        self.initial = initial
+
+
+class AuthResponse(Event):
+    """A client line answering a 334 challenge."""
+
+    __slots__ = ("line",)
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+
+
+class StartTLS(Event):
+    __slots__ = ()
+
+
+class Reset(Event):
+    """The transaction was abandoned (RSET); already answered."""
+
+    __slots__ = ()
+    needs_reply = False
+
+
+class Quit(Event):
+    """QUIT, already answered; the caller closes the connection."""
+
+    __slots__ = ()
+    needs_reply = False
+
+
+class Closed(Event):
+    """The engine will read nothing more: end of input, or too many bad commands.
+
+    `in_data` is true when the client vanished inside a message; `exit_code` is
+    what the program should exit with.
+    """
+
+    __slots__ = ("in_data", "exit_code")
+    needs_reply = False
+
+    def __init__(self, in_data: bool, exit_code: int) -> None:
+        self.in_data = in_data
+        self.exit_code = exit_code
+
+
+NEED_DATA = None  # next_event's answer when more input is needed
+
+COMMAND, AUTH, DATA, CLOSED = "command", "auth", "data", "closed"
+
+
+class ProtocolError(RuntimeError):
+    """The caller used the engine out of order (a bug in the caller, never the client)."""
+
+
+def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str]] | None:
+    """Split 'FROM:<addr> KEY=VALUE ...' into the address and its parameters.
+
+    Source routes (`<@a,@b:user@host>`) are dropped as RFC 5321 allows.
+    Returns None when the argument is not of that form.
+    """
+    if arg[: len(keyword)].upper() != keyword:
+        return None
+    rest = arg[len(keyword) :].lstrip(" ")
+    if not rest.startswith("<"):
+        return None
+    close = rest.find(">")
+    if close < 0:
+        return None
+    address = rest[1:close]
+    if "\0" in address:
+        return None  # it would cut the envelope short
+    if address.startswith("@"):
+        colon = address.find(":")
+        if colon < 0:
+            return None
+        address = address[colon + 1 :]
+    params: dict[str, str] = {}
+    for word in rest[close + 1 :].split():
+        key, _, value = word.partition("=")
+        params[key.upper()] = value
+    return address, params
+
+
+class Engine:
+    """One SMTP session's protocol state.  See the module docstring."""
+
+    def __init__(self, max_notimpl: int = 0) -> None:
+        self._buf = bytearray()
+        self._eof = False
+        self._out: list[bytes] = []
+        self._pending: Event | None = None
+        self._final: Event | None = None  # what next_event says once closed
+        self.log: list[str] = []  # lines worth logging; the caller drains it
+        self.mode = COMMAND
+        self.max_notimpl = max_notimpl
+        self.notimpl = 0
+        self.crlf_client = False  # has the client ever ended a line with CRLF?
+        self.has_sender = False
+        self.recipients = 0
+        self.authenticated = False
+        self.tls = False
+        self.helo: Hello | None = None
+        self._skipping = False  # inside an over-long line, dropping up to its LF
+        # inside DATA
+        self._line_start = True  # the next body byte starts a line
+        self._may_end = True  # ... and a dot line there would end the message
+        self._lf_body = False  # a bare-LF client may end with LF.LF
+        self._bare_eol = False
+
+    # -- input and output ------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add client bytes; b'' means the client closed its side."""
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def send(self, reply: Reply) -> None:
+        """Queue an unsolicited reply (greeting, timeout notice)."""
+        self._queue(reply)
+
+    def close(self, exit_code: int) -> None:
+        """Read nothing more (timeouts, fatal errors)."""
+        self.mode = CLOSED
+        self._final = Closed(in_data=False, exit_code=exit_code)
+
+    # -- events ----------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        """The next event, or None (NEED_DATA) when more input is needed or the session is over."""
+        if self._pending is not None:
+            raise ProtocolError(f"{self._pending!r} is waiting for a reply")
+        while True:
+            if self.mode == CLOSED:
+                final, self._final = self._final, None
+                return final
+            if self.mode == DATA:
+                return self._body_event()
+            line = self._next_line(MAX_AUTH_LINE if self.mode == AUTH else MAX_COMMAND_LINE)
+            if line is None:
+                if not self._eof:
+                    return NEED_DATA
+                self.close(0)
+                continue
+            if line is LINE_TOO_LONG:
+                event = self._reply(LINE_TOO_LONG)
+            elif self.mode == AUTH:
+                event = AuthResponse(line)
+            else:
+                event = self._command(line)
+            if event is not None:
+                if event.needs_reply:
+                    self._pending = event
+                return event
+
+    def respond(self, reply: Reply) -> None:
+        """Answer the pending event; the reply's code moves the state on."""
+        event, self._pending = self._pending, None
+        if event is None:
+            raise ProtocolError("no event is waiting for a reply")
+        self._queue(reply)
+        ok = reply.ok
+        if isinstance(event, Hello):
+            if ok:
+                self.helo = event
+                self._clear_transaction()
+        elif isinstance(event, Rcpt):
+            self.recipients += ok
+        elif isinstance(event, Mail):
+            self.has_sender = ok
+            self.recipients = 0
+        elif isinstance(event, Data):
+            if reply.code == 354:
+                self.mode = DATA
+                self._line_start = self._may_end = True
+                self._lf_body = not self.crlf_client
+                self._bare_eol = False
+        elif isinstance(event, BodyEnd):
+            self._clear_transaction()
+        elif isinstance(event, (Auth, AuthResponse)):
+            self.mode = AUTH if reply.code == 334 else COMMAND
+            self.authenticated = self.authenticated or reply.code == 235
+        elif isinstance(event, StartTLS) and reply.code == 220:
+            self.mode = CLOSED  # nothing more is read in plaintext; see start_tls()
+
+    def start_tls(self) -> None:
+        """The TLS handshake succeeded: forget everything, including pipelined plaintext."""
+        self._buf.clear()
+        self._skipping = False
+        self.mode = COMMAND
+        self.helo = None
+        self.authenticated = False
+        self.tls = True
+        self._clear_transaction()
+
+    # -- commands --------------------------------------------------------
+
+    def _command(self, line: str) -> Event | None:
+        verb, _, arg = line.partition(" ")
+        verb = verb.upper()
+        handler = self._COMMANDS.get(verb)
+        if handler is None:
+            self.log.append(line)
+            return self._reply(NOT_IMPLEMENTED)
+        if verb in ("MAIL", "RCPT"):
+            self.log.append(line)
+        return handler(self, arg.strip(" "))
+
+    def _helo(self, arg: str) -> Event:
+        return Hello(arg, esmtp=False)
+
+    def _ehlo(self, arg: str) -> Event:
+        return Hello(arg, esmtp=True)
+
+    def _mail(self, arg: str) -> Event | None:
+        parsed = parse_path(arg, "FROM:")
+        if parsed is None:
+            return self._reply(BAD_ADDRESS)
+        size = parsed[1].get("SIZE")
+        if size is not None and not size.isdigit():
+            return self._reply(BAD_SIZE)
+        return Mail(*parsed)
+
+    def _rcpt(self, arg: str) -> Event | None:
+        if not self.has_sender:
+            return self._reply(NEED_MAIL)
+        parsed = parse_path(arg, "TO:")
+        if parsed is None:
+            return self._reply(BAD_ADDRESS)
+        return Rcpt(*parsed)
+
+    def _data(self, arg: str) -> Event | None:
+        if not self.has_sender:
+            return self._reply(NEED_MAIL)
+        if not self.recipients:
+            return self._reply(NEED_RCPT)
+        return Data()
+
+    def _rset(self, arg: str) -> Event:
+        self._clear_transaction()
+        self._queue(OK)
+        return Reset()
+
+    def _noop(self, arg: str) -> None:
+        return self._reply(OK)
+
+    def _vrfy(self, arg: str) -> None:
+        return self._reply(VRFY)
+
+    def _help(self, arg: str) -> None:
+        return self._reply(HELP)
+
+    def _quit(self, arg: str) -> Event:
+        self._queue(BYE)
+        self.mode = CLOSED
+        return Quit()
+
+    def _auth(self, arg: str) -> Event | None:
+        if not arg:
+            return self._reply(NO_PARAMETERS)
+        if self.authenticated:
+            return self._reply(ALREADY_AUTHENTICATED)
+        if self.has_sender:
+            return self._reply(AUTH_IN_TRANSACTION)
+        mechanism, _, initial = arg.partition(" ")
+        initial = initial.strip(" ")
+        return Auth(mechanism.upper(), initial or None)
+
+    def _starttls(self, arg: str) -> Event | None:
+        if arg:
+            return self._reply(NO_PARAMETERS)
+        if self.tls:
+            return self._reply(TLS_ALREADY)
+        return StartTLS()
+
+    _COMMANDS = {
+        "HELO": _helo,
+        "EHLO": _ehlo,
+        "MAIL": _mail,
+        "RCPT": _rcpt,
+        "DATA": _data,
+        "RSET": _rset,
+        "NOOP": _noop,
+        "VRFY": _vrfy,
+        "HELP": _help,
+        "QUIT": _quit,
+        "AUTH": _auth,
+        "STARTTLS": _starttls,
+    }
+
+    # -- helpers ---------------------------------------------------------
+
+    def _queue(self, reply: Reply) -> None:
+        if reply.code >= 400:
+            self.log.extend(reply.lines())
+        if reply.code == 500 and self.max_notimpl:
+            self.notimpl += 1
+            if self.notimpl > self.max_notimpl:
+                self.log[-1:] = TOO_MANY_NOTIMPL.lines()
+                reply = TOO_MANY_NOTIMPL
+                self.close(1)
+                self._pending = None
+        self._out.append(reply.encode())
+
+    def _reply(self, reply: Reply) -> None:
+        self._queue(reply)
+        return None
+
+    def _clear_transaction(self) -> None:
+        self.has_sender = False
+        self.recipients = 0
+
+    def _next_line(self, limit: int) -> str | Reply | None:
+        buf = self._buf
+        while True:
+            end = buf.find(b"\n")
+            if self._skipping:
+                if end < 0:
+                    buf.clear()
+                    return None
+                del buf[: end + 1]
+                self._skipping = False
+                continue
+            if end < 0:
+                if len(buf) > limit:
+                    buf.clear()
+                    self._skipping = True
+                    return LINE_TOO_LONG
+                if self._eof and buf:
+                    end = len(buf)  # a last line without a newline still counts
+                    buf += b"\n"
+                else:
+                    return None
+            if end > limit:
+                del buf[: end + 1]
+                return LINE_TOO_LONG
+            if end and buf[end - 1] == 13:
+                line = bytes(buf[: end - 1])
+                self.crlf_client = True
+            else:
+                line = bytes(buf[:end])
+            del buf[: end + 1]
+            return text(line)
+
+    # -- the message body ------------------------------------------------
+
+    def _body_event(self) -> Event | None:
+        """Cut the next block of the message out of the buffer.
+
+        Only CRLF.CRLF ends a message, so that a bare LF.LF or CR.CR hidden in
+        the body can never split one submission into two (SMTP smuggling).
+        The exception is a client that has sent nothing but bare-LF lines, such
+        as a person typing into nc: it may end with LF.LF.
+        """
+        buf = self._buf
+        if self._may_end:
+            if buf.startswith(b".\r\n") or (self._lf_body and buf.startswith(b".\n")):
+                del buf[: 3 if buf[1] == 13 else 2]
+                return self._end_body()
+            if b".\r\n".startswith(buf):
+                return self._need_body()  # can't tell yet whether this is the final dot
+        if self._lf_body:
+            found = [i for i in (buf.find(b"\n.\n"), buf.find(b"\n.\r\n")) if i >= 0]
+            cut = min(found) + 1 if found else 0
+        else:
+            cut = buf.find(b"\r\n.\r\n") + 2
+            if cut < 2:
+                cut = 0
+        if not cut:
+            cut = buf.rfind(b"\n") + 1  # whole lines only
+        if not cut:
+            if len(buf) <= DATA_HOLD:
+                return self._need_body()
+            cut = len(buf) - (buf[-1] == 13)  # a long line goes in pieces; never split a CRLF
+        chunk = bytes(buf[:cut])
+        del buf[:cut]
+        block = self._unstuff(chunk)
+        self._line_start = chunk.endswith(b"\n")
+        self._may_end = chunk.endswith(b"\r\n") or (self._lf_body and self._line_start)
+        return Body(block)
+
+    def _unstuff(self, chunk: bytes) -> bytes:
+        crlfs = chunk.count(b"\r\n")
+        if not self._lf_body and (chunk.count(b"\n") != crlfs or chunk.count(b"\r") != crlfs):
+            self._bare_eol = True
+        if self._line_start and chunk.startswith(b"."):
+            chunk = chunk[1:]
+        return chunk.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")
+
+    def _end_body(self) -> Event:
+        self.mode = COMMAND
+        event = BodyEnd(self._bare_eol)
+        self._pending = event
+        return event
+
+    def _need_body(self) -> Event | None:
+        if not self._eof:
+            return NEED_DATA
+        return self._drop()
+
+    def _drop(self) -> Event:
+        self.close(1)
+        self._final = None
+        return Closed(in_data=True, exit_code=1)
