@@ -46,10 +46,14 @@ def build_handlers(settings: Settings, log: Log) -> list:
         CheckFqdn(settings.default_host, settings.default_domain, settings.sender_domains),
         Counters(settings.max_msgs, settings.max_rcpts, settings.max_rcpts_reject, settings.max_hops),
     ]
+    if settings.sender_login_map:
+        from .handlers.sender_login import SenderLogin
+
+        handlers.append(SenderLogin(settings.sender_login_map, log))
     if settings.mailrules:
         from .handlers.rules import MailRules, load_rules
 
-        handlers.append(MailRules(load_rules(settings.mailrules, log)))
+        handlers.append(MailRules(load_rules(settings.mailrules, log, settings.mailrules_cache), log))
     handlers += [
         RelayClient(),
         QmailValidate(settings.qmail_home, log),
@@ -185,7 +189,7 @@ def run(backend_name: str) -> int:
         auth = build_auth(settings, log)
     except (ConfigError, StartupError) as e:
         log(str(e))
-        reply = getattr(e, "reply", CONFIG_ERROR)
+        reply = getattr(e, "reply", CONFIG_ERROR)  # a ConfigError has none
         log(reply.lines()[-1])
         transport.write(reply.encode())
         log(f"bytes in: 0 bytes out: {transport.bytes_out}")

@@ -317,6 +317,8 @@ class Engine:
         if event is None:
             raise ProtocolError("no event is waiting for a reply")
         self._queue(reply)
+        if self.mode == CLOSED:
+            return
         ok = reply.ok
         if isinstance(event, Hello):
             if ok:
@@ -451,6 +453,9 @@ class Engine:
     def _queue(self, reply: Reply) -> None:
         if reply.code >= 400:
             self.log.extend(reply.lines())
+        if reply.code == 421:  # the server is closing the session
+            self.close(1)
+            self._pending = None
         if reply.code == 500 and self.max_notimpl:
             self.notimpl += 1
             if self.notimpl > self.max_notimpl:

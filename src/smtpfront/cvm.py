@@ -1,0 +1,163 @@
+"""A client for Credential Validation Modules, protocol version 2.
+
+Request:  2, nonce length, nonce, (tag, length, bytes)..., 0
+Response: status, nonce length, nonce (echoed), (tag, length, bytes)..., 0
+
+Status 0 is success, 100 "credentials rejected", anything else a temporary
+failure, as is any reply that is short, malformed or carries another nonce.
+Modules are named `cvm-local:/socket`, `cvm-udp:host:port`,
+`cvm-command:/path` or just `/path` (a command).
+"""
+
+from __future__ import annotations
+
+import os
+
+ACCOUNT, DOMAIN, PASSWORD, CHALLENGE, RESPONSE, SECRET = 1, 2, 3, 4, 5, 6
+FACT_NAMES = {
+    1: "username",
+    2: "userid",
+    3: "groupid",
+    4: "realname",
+    5: "directory",
+    6: "shell",
+    7: "groupname",
+    8: "supp_groupid",
+    9: "sys_username",
+    10: "sys_directory",
+    14: "domain",
+    15: "mailbox",
+}
+OK, REJECTED, TEMPORARY = "ok", "rejected", "temporary"
+MAX_PACKET = 512
+UDP_TRIES = 3
+
+
+class Result:
+    """`status` is OK, REJECTED or TEMPORARY; `facts` maps fact names to values; `why` explains a failure."""
+
+    __slots__ = ("status", "facts", "why")
+
+    def __init__(self, status: str, facts: dict[str, str] | None = None, why: str = "") -> None:
+        self.status = status
+        self.facts = facts or {}
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"Result({self.status!r}, why={self.why!r})"
+
+
+def build_request(nonce: bytes, credentials: list[tuple[int, bytes]]) -> bytes:
+    parts = [bytes((2, len(nonce))), nonce]
+    for tag, value in credentials:
+        if len(value) > 255:
+            raise ValueError("credential longer than 255 bytes")
+        parts.append(bytes((tag, len(value))) + value)
+    parts.append(b"\0")
+    request = b"".join(parts)
+    if len(request) > MAX_PACKET:
+        raise ValueError("request longer than 512 bytes")
+    return request
+
+
+def parse_response(data: bytes, nonce: bytes) -> Result:
+    if len(data) < 3 or len(data) > MAX_PACKET:
+        return Result(TEMPORARY, why=f"reply of {len(data)} bytes")
+    status = data[0]
+    n = data[1]
+    if data[2 : 2 + n] != nonce or n != len(nonce):
+        return Result(TEMPORARY, why="reply with a wrong nonce")
+    facts: dict[str, str] = {}
+    pos = 2 + n
+    while True:
+        if pos >= len(data):
+            return Result(TEMPORARY, why="reply not terminated")
+        tag = data[pos]
+        if tag == 0:
+            break
+        if pos + 1 >= len(data) or pos + 2 + data[pos + 1] > len(data):
+            return Result(TEMPORARY, why="truncated fact")
+        length = data[pos + 1]
+        if tag in FACT_NAMES:
+            facts.setdefault(FACT_NAMES[tag], data[pos + 2 : pos + 2 + length].decode("utf-8", "replace"))
+        pos += 2 + length
+    if status == 0:
+        return Result(OK, facts)
+    if status == 100:
+        return Result(REJECTED, why="credentials rejected")
+    return Result(TEMPORARY, why=f"status {status}")
+
+
+def _exchange_local(path: str, request: bytes, timeout: float) -> bytes:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        chunks, size = [], 0
+        while size <= MAX_PACKET:
+            chunk = sock.recv(MAX_PACKET + 1)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+
+
+def _exchange_udp(address: str, request: bytes, timeout: float) -> bytes:
+    import socket
+
+    host, _, port = address.rpartition(":")
+    family, kind, proto, _, addr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.settimeout(timeout / UDP_TRIES)
+        sock.connect(addr)
+        for _ in range(UDP_TRIES):
+            sock.send(request)
+            try:
+                return sock.recv(MAX_PACKET + 1)
+            except socket.timeout:
+                continue
+    raise TimeoutError("no reply")
+
+
+def _exchange_command(path: str, request: bytes, timeout: float) -> bytes:
+    import subprocess
+
+    done = subprocess.run([path], input=request, capture_output=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        # a command reports rejection by its exit code and may print nothing
+        if done.returncode == 100:
+            return b"REJECTED"
+        raise OSError(f"{path} exited {done.returncode}")
+    return done.stdout
+
+
+def exchange(module: str, request: bytes, timeout: float) -> bytes:
+    if module.startswith("cvm-local:"):
+        return _exchange_local(module[10:], request, timeout)
+    if module.startswith("cvm-udp:"):
+        return _exchange_udp(module[8:], request, timeout)
+    if module.startswith("cvm-command:"):
+        module = module[12:]
+    return _exchange_command(module, request, timeout)
+
+
+def authenticate(module: str, credentials: list[tuple[int, bytes]], timeout: float) -> Result:
+    """Ask a CVM; every failure to get a well-formed answer is TEMPORARY."""
+    nonce = os.urandom(8)
+    try:
+        request = build_request(nonce, credentials)
+    except ValueError as e:
+        return Result(REJECTED, why=str(e))
+    try:
+        reply = exchange(module, request, timeout)
+    except (OSError, TimeoutError, ValueError) as e:
+        return Result(TEMPORARY, why=f"{module}: {e}")
+    except Exception as e:  # subprocess.TimeoutExpired and the like
+        return Result(TEMPORARY, why=f"{module}: {type(e).__name__}")
+    if reply == b"REJECTED":
+        return Result(REJECTED, why="credentials rejected")
+    return parse_response(reply, nonce)

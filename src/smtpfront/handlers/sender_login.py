@@ -1,0 +1,57 @@
+"""sender-login: an authenticated client may only send as addresses its login owns.
+
+$SENDER_LOGIN_MAP names a text file of lines `address login[,login...]`
+(`@domain` for a whole domain, `<>` for the null sender) or a .cdb file with
+the same keys (lower-cased) and values.  Without the variable, or for a
+client that did not authenticate, this handler has no opinion.
+"""
+
+from __future__ import annotations
+
+from ..control import ControlError, open_cdb, read_lines
+from ..smtp import Reply
+from . import CONTROL_UNREADABLE, Handler
+
+NOT_OWNER = Reply(553, "5.7.1 Sender address not owned by the authenticated user.")
+
+
+class SenderLogin(Handler):
+    def __init__(self, path: str, log) -> None:
+        self.path = path
+        self.log = log
+        self._owners = None
+
+    def _lookup(self, key: str) -> list[str]:
+        key = key.lower()
+        if self.path.endswith(".cdb"):
+            if self._owners is None:
+                self._owners = open_cdb(self.path) or {}
+            value = self._owners.get(key.encode("utf-8", "surrogateescape")) if self._owners else None
+            found = value.decode("utf-8", "surrogateescape") if value is not None else ""
+        else:
+            if self._owners is None:
+                lines = read_lines(self.path)
+                if lines is None:
+                    raise ControlError(f"{self.path}: file not found")
+                self._owners = {}
+                for line in lines:
+                    address, _, logins = line.partition(" ")
+                    self._owners[address.lower()] = logins.strip()
+            found = self._owners.get(key, "")
+        return [login.strip().lower() for login in found.split(",") if login.strip()]
+
+    def sender(self, session, address) -> Reply | None:
+        if session.user is None:
+            return None
+        sender = address.text
+        try:
+            owners = self._lookup(sender or "<>")
+            if not owners and "@" in sender:
+                owners = self._lookup("@" + address.domain)
+        except OSError as e:
+            self.log(f"SENDER_LOGIN_MAP: {e}")
+            return CONTROL_UNREADABLE
+        if session.user.lower() in owners:
+            return None
+        self.log(f"sender {sender!r} not owned by {session.user}")
+        return NOT_OWNER

@@ -1,0 +1,184 @@
+"""SMTP AUTH (RFC 4954): PLAIN, LOGIN and CRAM-MD5, each checked by a CVM.
+
+`Authenticator.start` answers the AUTH command and `step` each line the
+client sends after a 334.  The account handed to the CVM is the login up to
+an `@`, the domain what follows it, or $TCPLOCALHOST for a login without one.
+Failures are counted: after $AUTH_MAX_FAILURES the session ends with 421,
+each failure may be delayed ($AUTH_FAIL_DELAY), and with $AUTH_THROTTLE_DIR
+failures are remembered across connections (see throttle).
+Never log a password or what encodes one.
+"""
+
+from __future__ import annotations
+
+import binascii
+import os
+
+from . import cvm
+from .smtp import Reply
+
+SUCCEEDED = Reply(235, "2.7.0 Authentication succeeded.")
+BAD_CREDENTIALS = Reply(535, "5.7.8 Authentication credentials invalid.")
+AUTHZID_REFUSED = Reply(535, "5.7.8 Authorization identity must match the login.")
+TEMPORARY = Reply(454, "4.7.0 Temporary authentication failure.")
+THROTTLED = Reply(454, "4.7.0 Too many failed logins; try again later.")
+UNDECODABLE = Reply(501, "Could not decode the response.")
+CANCELLED = Reply(501, "5.0.0 Authentication cancelled.")
+UNKNOWN_MECHANISM = Reply(504, "Unrecognized authentication mechanism.")
+NEEDS_TLS = Reply(530, "5.7.0 Must issue a STARTTLS command first.")
+TOO_MANY_FAILURES = Reply(421, "4.7.0 Too many authentication failures; closing connection.")
+ASK_USERNAME = Reply(334, "VXNlcm5hbWU6")  # "Username:"
+ASK_PASSWORD = Reply(334, "UGFzc3dvcmQ6")  # "Password:"
+ASK_PLAIN = Reply(334, "")
+
+
+def decode(line: str) -> bytes | None:
+    """RFC 4954 base64; `=` is the empty response.  None when it isn't base64."""
+    line = line.strip()
+    if line == "=":
+        return b""
+    if not line or len(line) % 4:
+        return None
+    try:
+        return binascii.a2b_base64(line.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+def encode(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+class Authenticator:
+    def __init__(self, settings, log, sleep=None) -> None:
+        import time
+
+        self.settings = settings
+        self.log = log
+        self.sleep = sleep or time.sleep
+        self.modules = {}
+        if settings.cvm_login:
+            self.modules["LOGIN"] = settings.cvm_login
+        if settings.cvm_plain:
+            self.modules["PLAIN"] = settings.cvm_plain
+        if settings.cvm_cram_md5:
+            self.modules["CRAM-MD5"] = settings.cvm_cram_md5
+        self.mechanisms = list(self.modules)
+        self.failures = 0
+        self.throttle = None
+        if settings.auth_throttle_dir:
+            from .throttle import Throttle
+
+            self.throttle = Throttle(settings.auth_throttle_dir)
+        self._next = None  # what the next client line answers
+
+    def offered(self, session) -> bool:
+        return not (self.settings.auth_requires_tls and session.tls is None)
+
+    def refusal(self, session) -> Reply:
+        return NEEDS_TLS
+
+    # -- the exchange ----------------------------------------------------
+
+    def start(self, session, mechanism: str, initial: str | None) -> Reply:
+        self.mechanism = mechanism
+        if mechanism == "PLAIN":
+            return self._plain(session, initial) if initial is not None else self._ask(ASK_PLAIN, self._plain)
+        if mechanism == "LOGIN":
+            return self._login_user(session, initial) if initial is not None else self._ask(
+                ASK_USERNAME, self._login_user
+            )
+        if mechanism == "CRAM-MD5" and "CRAM-MD5" in self.modules:
+            self.challenge = f"<{binascii.hexlify(os.urandom(8)).decode()}.{os.getpid()}@{self.settings.local_host}>"
+            return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
+        self.log(f"AUTH {mechanism} failed: unknown mechanism")
+        return UNKNOWN_MECHANISM
+
+    def step(self, session, line: str) -> Reply:
+        answer, self._next = self._next, None
+        if line.strip() == "*":
+            self.log(f"AUTH {self.mechanism} cancelled")
+            return CANCELLED
+        return answer(session, line)
+
+    def _ask(self, reply: Reply, then) -> Reply:
+        self._next = then
+        return reply
+
+    def _plain(self, session, line: str) -> Reply:
+        data = decode(line)
+        parts = data.split(b"\0") if data is not None else []
+        if len(parts) != 3:
+            self.log("AUTH PLAIN failed: bad response")
+            return UNDECODABLE
+        authzid, login, password = parts
+        if authzid and authzid != login:
+            self.log("AUTH PLAIN failed: authorization identity differs from the login")
+            return self._failed(session, login, AUTHZID_REFUSED)
+        return self._check(session, login, [(cvm.PASSWORD, password)])
+
+    def _login_user(self, session, line: str) -> Reply:
+        login = decode(line)
+        if login is None:
+            self.log("AUTH LOGIN failed: bad response")
+            return UNDECODABLE
+        self.login = login
+        return self._ask(ASK_PASSWORD, self._login_password)
+
+    def _login_password(self, session, line: str) -> Reply:
+        password = decode(line)
+        if password is None:
+            self.log("AUTH LOGIN failed: bad response")
+            return UNDECODABLE
+        return self._check(session, self.login, [(cvm.PASSWORD, password)])
+
+    def _cram(self, session, line: str) -> Reply:
+        data = decode(line)
+        login, _, digest = (data or b"").rpartition(b" ")
+        if not login or not digest:
+            self.log("AUTH CRAM-MD5 failed: bad response")
+            return UNDECODABLE
+        return self._check(session, login, [(cvm.CHALLENGE, self.challenge.encode()), (cvm.RESPONSE, digest)])
+
+    # -- the verdict -----------------------------------------------------
+
+    def _check(self, session, login: bytes, secrets: list) -> Reply:
+        name = login.decode("utf-8", "surrogateescape")
+        if not login or b"\0" in login:
+            return self._failed(session, login, BAD_CREDENTIALS)
+        throttle_keys = self._throttle_keys(name)
+        if self.throttle is not None:
+            refused = self.throttle.check(throttle_keys, self.sleep)
+            if refused:
+                self.log(f"AUTH {self.mechanism} refused for {name}: throttled")
+                return THROTTLED
+        account, at, domain = name.rpartition("@") if "@" in name else (name, "", self.settings.local_host)
+        credentials = [(cvm.ACCOUNT, account.encode("utf-8", "surrogateescape"))]
+        credentials.append((cvm.DOMAIN, domain.encode("utf-8", "surrogateescape")))
+        module = self.modules[self.mechanism]
+        result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout)
+        if result.status == cvm.OK:
+            session.user = name
+            self.log(f"AUTH {self.mechanism} username={name}")
+            return SUCCEEDED
+        if result.status == cvm.TEMPORARY:
+            self.log(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
+            return TEMPORARY
+        self.log(f"AUTH {self.mechanism} failed for {name}")
+        if self.throttle is not None:
+            self.throttle.record_failure(throttle_keys)
+        return self._failed(session, login, BAD_CREDENTIALS)
+
+    def _throttle_keys(self, name: str) -> list[str]:
+        from .throttle import network_key
+
+        return [network_key(self.settings.remote_ip), "user:" + name.lower()]
+
+    def _failed(self, session, login: bytes, reply: Reply) -> Reply:
+        self.failures += 1
+        if self.settings.auth_fail_delay:
+            self.sleep(self.settings.auth_fail_delay)
+        if self.settings.auth_max_failures and self.failures >= self.settings.auth_max_failures:
+            self.log(f"AUTH: {self.failures} failures; closing connection")
+            return TOO_MANY_FAILURES
+        return reply
