@@ -1,0 +1,33 @@
+# smtpfront: `make run` starts a demo service, `make test` runs the test suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: venv test lint run demo bench clean
+
+$(BIN)/smtpfront-qmail: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(BIN)/smtpfront-qmail
+
+test: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+run: venv
+	./examples/demo/run-demo
+
+demo: venv
+	./examples/demo/send-demo
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var build src/*.egg-info

@@ -1,0 +1,158 @@
+"""Shared test fixtures: real programs, a real stand-in qmail-queue, a real cvm-pwfile."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+C_QMAIL = "/usr/sbin/smtpfront-qmail"
+C_ECHO = "/usr/sbin/smtpfront-echo"
+PASSWORD = "s3cret-Passw0rd"
+DEMO = "demo"
+
+# reads the message from fd 0 and the envelope from fd 1 like qmail-queue, and
+# commits (renames into queue/) only a complete envelope, then exits $QQ_EXIT
+FAKE_QUEUE = r'''#!/usr/bin/env python3
+import os, sys
+qdir = os.environ["FAKEQ_DIR"]
+def slurp(fd):
+    parts = []
+    while True:
+        b = os.read(fd, 65536)
+        if not b:
+            return b"".join(parts)
+        parts.append(b)
+message = slurp(0)
+code = int(os.environ.get("QQ_EXIT", "0"))
+if os.environ.get("QQ_HANG"):
+    import time; time.sleep(60)
+envelope = slurp(1)
+if code:
+    sys.exit(code)
+if not (envelope.startswith(b"F") and envelope.endswith(b"\0\0")):
+    sys.exit(91)
+name = "%d.%d" % (os.getpid(), len(os.listdir(qdir)))
+with open(os.path.join(qdir, "tmp." + name), "wb") as f:
+    f.write(envelope + b"\n--\n" + message)
+os.rename(os.path.join(qdir, "tmp." + name), os.path.join(qdir, "msg." + name))
+'''
+
+
+class Queue:
+    """The stand-in qmail-queue's directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def messages(self) -> list[tuple[bytes, bytes]]:
+        out = []
+        for f in sorted(self.path.glob("msg.*")):
+            envelope, _, message = f.read_bytes().partition(b"\n--\n")
+            out.append((envelope, message))
+        return out
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> Queue:
+    qdir = tmp_path / "fakeq"
+    qdir.mkdir()
+    return Queue(qdir)
+
+
+@pytest.fixture
+def fake_queue(tmp_path: Path) -> Path:
+    script = tmp_path / "qmail-queue"
+    script.write_text(FAKE_QUEUE)
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture
+def qmail_home(tmp_path: Path) -> Path:
+    home = tmp_path / "qmail"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "rcpthosts").write_text("example.org\nExample.NET\n")
+    (home / "control" / "badmailfrom").write_text("bad@x.example\n@spam.example\n")
+    (home / "control" / "badrcptto").write_text("bad@example.org\n")
+    return home
+
+
+@pytest.fixture
+def base_env(qmail_home: Path, fake_queue: Path, queue: Queue) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PROTO": "TCP",
+        "TCPLOCALHOST": "mx.example",
+        "TCPLOCALIP": "192.0.2.1",
+        "TCPREMOTEIP": "198.51.100.7",
+        "TCPREMOTEHOST": "client.example",
+        "QMAILHOME": str(qmail_home),
+        "QMAILQUEUE": str(fake_queue),
+        "FAKEQ_DIR": str(queue.path),
+    }
+
+
+class Result:
+    def __init__(self, proc: subprocess.CompletedProcess) -> None:
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr.decode("utf-8", "replace")
+        self.returncode = proc.returncode
+        self.lines = proc.stdout.decode("utf-8", "replace").split("\r\n")[:-1]
+
+    @property
+    def codes(self) -> list[int]:
+        """The code of each reply (multi-line replies count once)."""
+        return [int(line[:3]) for line in self.lines if line[3:4] != "-"]
+
+    def reply_to(self, index: int) -> str:
+        return [line for line in self.lines if line[3:4] != "-"][index]
+
+
+def run_program(program: str, data: bytes, env: dict[str, str], timeout: float = 30) -> Result:
+    path = program if program.startswith("/") else str(BIN / program)
+    proc = subprocess.run([path], input=data, env=env, capture_output=True, timeout=timeout)
+    return Result(proc)
+
+
+@pytest.fixture
+def smtp(base_env):
+    """Run a dialogue through one of our programs: smtp(b"...", VAR=value, program=...)."""
+
+    def run(data: bytes, program: str = "smtpfront-qmail", **env: str) -> Result:
+        return run_program(program, data, {**base_env, **env})
+
+    return run
+
+
+def need(program: str) -> str:
+    path = shutil.which(program) or (program if os.path.exists(program) else None)
+    if path is None:
+        pytest.fail(f"{program} is not installed: run .ci/run or apt-get install the test packages")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cvm_socket(tmp_path_factory):
+    """A real cvm-pwfile serving the demo user on a Unix socket."""
+    need("cvm-pwfile")
+    d = tmp_path_factory.mktemp("cvm")
+    pwfile = d / "pw"
+    pwfile.write_text(f"{DEMO}:{PASSWORD}:1000:1000:Demo User:/home/demo:/bin/sh\n")
+    sock = d / "cvm.sock"
+    env = {**os.environ, "CVM_PWFILE_PATH": str(pwfile)}
+    proc = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        if sock.exists():
+            break
+        time.sleep(0.01)
+    yield {"socket": str(sock), "pwfile": str(pwfile), "module": f"cvm-local:{sock}"}
+    proc.kill()
+    proc.wait()
