@@ -46,7 +46,8 @@ class Glob:
         import re
 
         flags = re.DOTALL | (re.IGNORECASE if self.fold else 0)
-        return re.compile(translate(source), flags).fullmatch
+        fullmatch = re.compile(translate(source), flags).fullmatch
+        return lambda s: fullmatch(s) is not None
 
 
 def translate(pattern: str) -> str:

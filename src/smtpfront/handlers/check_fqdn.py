@@ -2,7 +2,7 @@
 
 DEFAULTHOST completes an address with no domain, DEFAULTDOMAIN one whose
 domain has no dot; SENDER_DOMAINS restricts senders to the listed domains
-and their subdomains.  The empty sender is allowed (bounces), the empty
+(exactly: not their subdomains).  The empty sender is allowed (bounces), the empty
 recipient is not.
 """
 
@@ -42,8 +42,7 @@ class CheckFqdn(Handler):
             return EMPTY_SENDER if self.sender_domains else None
         problem = self._check(address)
         if problem is None and self.sender_domains:
-            domain = address.domain
-            if not any(domain == d or domain.endswith("." + d) for d in self.sender_domains):
+            if address.domain not in self.sender_domains:  # exact, as in mailfront
                 return DISALLOWED_SENDER
         return problem
 
