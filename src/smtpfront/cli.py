@@ -85,7 +85,7 @@ def build_backend(name: str, settings: Settings, log: Log):
 
 
 def build_auth(settings: Settings, log: Log):
-    if not (settings.cvm_plain or settings.cvm_cram_md5):
+    if not (settings.cvm_login or settings.cvm_plain or settings.cvm_cram_md5):
         return None
     from .sasl import Authenticator
 

@@ -118,7 +118,7 @@ def _exchange_udp(address: str, request: bytes, timeout: float) -> bytes:
             sock.send(request)
             try:
                 return sock.recv(MAX_PACKET + 1)
-            except socket.timeout:
+            except TimeoutError:
                 continue
     raise TimeoutError("no reply")
 

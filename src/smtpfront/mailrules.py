@@ -214,21 +214,30 @@ def parse_line(raw_line: str, lineno: int, path: str, section: str | None) -> tu
             _parse_env(env or "", lineno, path))
 
 
-def parse(text: str, path: str = "<rules>") -> list[tuple]:
-    """Parse a rules file's text; raises RulesError naming the first bad line."""
+def parse(text: str, path: str = "<rules>", errors: list | None = None) -> list[tuple]:
+    """Parse a rules file's text.
+
+    Raises RulesError naming the first bad line, or, given an `errors` list,
+    collects every one there and goes on.
+    """
     rules = []
     section = None
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.rstrip("\r")
         if not line.strip() or line.startswith("#"):
             continue
-        if line.startswith(":"):
-            name = line[1:].strip().lower()
-            if name not in (SENDER, RECIPIENT):
-                raise RulesError(path, lineno, f"unknown selector {line!r} (expected :sender or :recipient)")
-            section = name
-            continue
-        rules.append(parse_line(line, lineno, path, section))
+        try:
+            if line.startswith(":"):
+                name = line[1:].strip().lower()
+                if name not in (SENDER, RECIPIENT):
+                    raise RulesError(path, lineno, f"unknown selector {line!r} (expected :sender or :recipient)")
+                section = name
+                continue
+            rules.append(parse_line(line, lineno, path, section))
+        except RulesError as e:
+            if errors is None:
+                raise
+            errors.append(e)
     return rules
 
 

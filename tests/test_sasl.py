@@ -1,0 +1,276 @@
+"""SMTP AUTH end to end against a real cvm-pwfile, plus a CRAM-MD5 CVM written here."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+from conftest import DEMO, PASSWORD, need
+from smtpfront import cvm
+from smtpfront.sasl import decode
+
+
+def b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+PLAIN_OK = b64(f"\0{DEMO}\0{PASSWORD}")
+PLAIN_BAD = b64(f"\0{DEMO}\0wrong")
+OUT_OF_HOSTS = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@elsewhere.example>\r\n"
+
+
+def test_decode():
+    assert decode("=") == b""
+    assert decode("dGVzdA==") == b"test"
+    assert decode("!!!!") is None and decode("abc") is None and decode("") is None
+
+
+def test_ehlo_advertises_auth_only_with_a_cvm(smtp, cvm_socket):
+    assert "250-AUTH LOGIN PLAIN" in smtp(b"EHLO x\r\n", CVM_SASL_PLAIN=cvm_socket["module"]).lines
+    r = smtp(b"EHLO x\r\nAUTH PLAIN\r\n")
+    assert not any("AUTH" in line for line in r.lines)
+    assert r.lines[-1] == "500 5.5.1 Not implemented."
+
+
+def test_plain_inline_and_via_334_then_relay(smtp, cvm_socket, queue):
+    env = {"CVM_SASL_PLAIN": cvm_socket["module"]}
+    r = smtp(f"EHLO x\r\nAUTH PLAIN {PLAIN_OK}\r\n".encode() + OUT_OF_HOSTS + b"DATA\r\nhi\r\n.\r\n", **env)
+    assert r.codes[2:] == [235, 250, 250, 354, 250]
+    [(envelope, message)] = queue.messages()
+    assert envelope == b"Fa@b.example\0Ty@elsewhere.example\0\0"
+    assert b"with ESMTPA via TCP" in message
+    r = smtp(f"AUTH PLAIN\r\n{PLAIN_OK}\r\n".encode(), **env)
+    assert r.lines[1:] == ["334 ", "235 2.7.0 Authentication succeeded."]
+    assert "AUTH PLAIN username=demo" in r.stderr
+
+
+def test_login_with_and_without_initial_response(smtp, cvm_socket):
+    env = {"CVM_SASL_PLAIN": cvm_socket["module"]}
+    r = smtp(f"AUTH LOGIN\r\n{b64(DEMO)}\r\n{b64(PASSWORD)}\r\n".encode(), **env)
+    assert r.lines[1:] == ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", "235 2.7.0 Authentication succeeded."]
+    r = smtp(f"AUTH LOGIN {b64(DEMO)}\r\n{b64(PASSWORD)}\r\n".encode(), CVM_SASL_LOGIN=cvm_socket["module"])
+    assert r.codes[1:] == [334, 235]
+
+
+def test_domain_in_login(smtp, cvm_socket):
+    # cvm-pwfile ignores the domain, so demo@anything is demo
+    r = smtp(f"AUTH PLAIN {b64(f'{chr(0)}demo@mx.example{chr(0)}{PASSWORD}')}\r\n".encode(),
+             CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.codes[1] == 235
+
+
+def test_bad_password_unauthenticated_relay_refused(smtp, cvm_socket, queue):
+    r = smtp(f"AUTH PLAIN {PLAIN_BAD}\r\n".encode() + OUT_OF_HOSTS, CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.lines[1] == "535 5.7.8 Authentication credentials invalid."
+    assert r.codes[-1] == 550
+    assert "wrong" not in r.stderr and PLAIN_BAD not in r.stderr
+
+
+def test_failures_limit_and_cancel(smtp, cvm_socket):
+    env = {"CVM_SASL_PLAIN": cvm_socket["module"]}
+    r = smtp(f"AUTH PLAIN {PLAIN_BAD}\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN {PLAIN_BAD}\r\nNOOP\r\n".encode(),
+             AUTH_MAX_FAILURES="2", **env)
+    assert r.lines[1:] == ["535 5.7.8 Authentication credentials invalid.", "334 VXNlcm5hbWU6",
+                           "501 5.0.0 Authentication cancelled.",
+                           "421 4.7.0 Too many authentication failures; closing connection."]
+    assert r.returncode == 1
+
+
+def test_authzid_must_match(smtp, cvm_socket):
+    r = smtp(f"AUTH PLAIN {b64(f'other{chr(0)}demo{chr(0)}{PASSWORD}')}\r\n".encode(),
+             CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.codes[1] == 535
+
+
+def test_cvm_down_is_temporary(smtp, tmp_path):
+    r = smtp(f"AUTH PLAIN {PLAIN_OK}\r\n".encode() + OUT_OF_HOSTS, CVM_SASL_PLAIN=f"cvm-local:{tmp_path}/none")
+    assert r.lines[1] == "454 4.7.0 Temporary authentication failure."
+    assert r.codes[-1] == 550
+
+
+def test_auth_requires_tls_on_plain_connection(smtp, cvm_socket):
+    r = smtp(f"EHLO x\r\nAUTH PLAIN {PLAIN_OK}\r\n".encode(), CVM_SASL_PLAIN=cvm_socket["module"],
+             AUTH_REQUIRES_TLS="1")
+    assert not any("AUTH" in line for line in r.lines[:-1])
+    assert r.lines[-1] == "530 5.7.0 Must issue a STARTTLS command first."
+
+
+def test_cvm_command_mode(cvm_socket):
+    need("cvm-pwfile")
+    os.environ["CVM_PWFILE_PATH"] = cvm_socket["pwfile"]
+    try:
+        good = cvm.authenticate("cvm-command:/usr/bin/cvm-pwfile",
+                                [(cvm.ACCOUNT, DEMO.encode()), (cvm.PASSWORD, PASSWORD.encode())], 5)
+        bad = cvm.authenticate("/usr/bin/cvm-pwfile", [(cvm.ACCOUNT, DEMO.encode()), (cvm.PASSWORD, b"x")], 5)
+    finally:
+        del os.environ["CVM_PWFILE_PATH"]
+    assert good.status == cvm.OK and good.facts["realname"] == "Demo User"
+    assert bad.status == cvm.REJECTED
+
+
+def _fake_cvm(tmp_path, answer):
+    """A Unix-socket CVM whose reply is `answer(request)`: for faults no real CVM makes."""
+    path = str(tmp_path / "fake.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                request = conn.recv(600)
+                reply = answer(request)
+                if reply is not None:
+                    conn.sendall(reply)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"cvm-local:{path}", server
+
+
+def test_cvm_faults_are_temporary(tmp_path):
+    creds = [(cvm.ACCOUNT, b"u"), (cvm.PASSWORD, b"p")]
+
+    def nonce(req):
+        return req[1 : 2 + req[1]]
+
+    cases = {
+        "garbage": lambda req: b"garbage!",
+        "short": lambda req: b"\0",
+        "wrong nonce": lambda req: b"\0\x08" + b"X" * 8 + b"\0",
+        "unterminated": lambda req: b"\0" + nonce(req) + b"\x01\x04demo",
+        "status 111": lambda req: b"\x6f" + nonce(req) + b"\0",
+    }
+    for name, answer in cases.items():
+        module, server = _fake_cvm(tmp_path, answer)
+        try:
+            assert cvm.authenticate(module, creds, 2).status == cvm.TEMPORARY, name
+        finally:
+            server.close()
+            os.unlink(module[10:])
+    module, server = _fake_cvm(tmp_path, lambda req: b"\0" + nonce(req) + b"\x01\x04demo\0")
+    assert cvm.authenticate(module, creds, 2).status == cvm.OK
+    server.close()
+    os.unlink(module[10:])
+
+
+def test_cvm_slow_is_bounded(tmp_path):
+    import time
+
+    module, server = _fake_cvm(tmp_path, lambda req: time.sleep(3))
+    started = time.monotonic()
+    assert cvm.authenticate(module, [(cvm.ACCOUNT, b"u")], 0.5).status == cvm.TEMPORARY
+    assert time.monotonic() - started < 2.5
+    server.close()
+
+
+CRAM_CVM = r'''#!/usr/bin/env python3
+# A CVM that understands CHALLENGE/RESPONSE (no packaged CVM does): CRAM-MD5 for demo/secret.
+import hmac, hashlib, os, sys
+req = sys.stdin.buffer.read()
+n = req[1]; nonce = req[2:2 + n]; pos = 2 + n; creds = {}
+while req[pos]:
+    creds[req[pos]] = req[pos + 2:pos + 2 + req[pos + 1]]; pos += 2 + req[pos + 1]
+good = hmac.new(b"secret", creds[4], hashlib.md5).hexdigest().encode()
+ok = creds.get(1) == b"demo" and creds.get(5) == good
+sys.stdout.buffer.write(bytes([0 if ok else 100, n]) + nonce + b"\x01\x04demo\0")
+'''
+
+
+def test_cram_md5(smtp, tmp_path):
+    script = tmp_path / "cram-cvm"
+    script.write_text(CRAM_CVM)
+    script.chmod(0o755)
+    env = {"CVM_SASL_CRAM_MD5": f"cvm-command:{script}"}
+    r = smtp(b"EHLO x\r\nAUTH CRAM-MD5\r\n", **env)
+    assert "250-AUTH CRAM-MD5" in r.lines
+    challenge = base64.b64decode(r.lines[-1][4:])
+    assert challenge.startswith(b"<") and challenge.endswith(b"@mx.example>")
+
+    # a real exchange needs the challenge before answering: drive the program interactively
+    from pathlib import Path
+
+    prog = str(Path(sys.executable).parent / "smtpfront-qmail")
+    p = subprocess.Popen([prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "TCPLOCALHOST": "mx.example", **env})
+    p.stdout.readline()
+    p.stdin.write(b"AUTH CRAM-MD5\r\n")
+    p.stdin.flush()
+    challenge = base64.b64decode(p.stdout.readline()[4:].strip())
+    digest = hmac.new(b"secret", challenge, hashlib.md5).hexdigest()
+    p.stdin.write(b64(f"demo {digest}").encode() + b"\r\nQUIT\r\n")
+    p.stdin.flush()
+    out, err = p.communicate(timeout=10)
+    assert out.startswith(b"235 2.7.0")
+    assert digest.encode() not in err
+
+
+def test_throttle_across_connections(smtp, cvm_socket, tmp_path):
+    from smtpfront import throttle
+
+    env = {"CVM_SASL_PLAIN": cvm_socket["module"], "AUTH_THROTTLE_DIR": str(tmp_path), "AUTH_MAX_FAILURES": "0"}
+    for _ in range(throttle.THRESHOLD):
+        assert smtp(f"AUTH PLAIN {PLAIN_BAD}\r\n".encode(), **env).codes[1] == 535
+    # from here on each attempt waits; beyond MAX_DELAY it is refused, even with the right password
+    store = throttle.Throttle(str(tmp_path))
+    assert store.delay([throttle.network_key("198.51.100.9")]) == 1.0
+    for _ in range(5):
+        store.record_failure(["user:demo"])
+    r = smtp(f"AUTH PLAIN {PLAIN_OK}\r\n".encode(), **env)
+    assert r.lines[1] == "454 4.7.0 Too many failed logins; try again later."
+    # a success does not wipe the record: the refusal stands
+    assert smtp(f"AUTH PLAIN {PLAIN_OK}\r\n".encode(), **env).codes[1] == 454
+
+
+def test_throttle_is_safe_under_concurrency(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from smtpfront import throttle
+
+    def fail(_):
+        subprocess.run([sys.executable, "-c", "from smtpfront.throttle import Throttle;"
+                        f"Throttle({str(tmp_path)!r}).record_failure(['net:x'])"], check=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(fail, range(24)))
+    store = throttle.Throttle(str(tmp_path))
+    assert store._update("net:x", False) == 24
+
+
+def test_throttle_window_expires(tmp_path):
+    from smtpfront import throttle
+
+    now = [1000.0]
+    store = throttle.Throttle(str(tmp_path), clock=lambda: now[0])
+    for _ in range(10):
+        store.record_failure(["user:x"])
+    assert store.delay(["user:x"]) is None
+    now[0] += throttle.WINDOW + 1
+    assert store.delay(["user:x"]) == 0.0
+
+
+def test_network_keys():
+    from smtpfront.throttle import network_key
+
+    assert network_key("198.51.100.7") == network_key("198.51.100.200") == "net:198.51.100.0/24"
+    assert network_key("2001:db8::1") == network_key("2001:db8::ffff") == "net:2001:db8::/64"
+
+
+def test_sender_login_map(smtp, cvm_socket, tmp_path):
+    owners = tmp_path / "owners"
+    owners.write_text("demo@b.example demo\n@shared.example demo,other\n")
+    env = {"CVM_SASL_PLAIN": cvm_socket["module"], "SENDER_LOGIN_MAP": str(owners)}
+    r = smtp(f"AUTH PLAIN {PLAIN_OK}\r\nMAIL FROM:<demo@b.example>\r\nMAIL FROM:<x@shared.example>\r\n"
+             f"MAIL FROM:<ceo@b.example>\r\n".encode(), **env)
+    assert r.lines[2:] == ["250 2.1.0 Sender accepted.", "250 2.1.0 Sender accepted.",
+                           "553 5.7.1 Sender address not owned by the authenticated user."]
+    assert smtp(b"MAIL FROM:<ceo@b.example>\r\n", **env).codes[1] == 250  # unauthenticated: no opinion
