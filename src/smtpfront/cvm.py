@@ -88,10 +88,12 @@ def parse_response(data: bytes, nonce: bytes) -> Result:
     return Result(TEMPORARY, why=f"status {status}")
 
 
+# _socket, not socket: the wrapper module imports enum, a cost paid on every connection
 def _exchange_local(path: str, request: bytes, timeout: float) -> bytes:
-    import socket
+    import _socket as socket
 
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(request)
@@ -104,14 +106,17 @@ def _exchange_local(path: str, request: bytes, timeout: float) -> bytes:
             chunks.append(chunk)
             size += len(chunk)
         return b"".join(chunks)
+    finally:
+        sock.close()
 
 
 def _exchange_udp(address: str, request: bytes, timeout: float) -> bytes:
-    import socket
+    import _socket as socket
 
     host, _, port = address.rpartition(":")
     family, kind, proto, _, addr = socket.getaddrinfo(host, int(port), type=socket.SOCK_DGRAM)[0]
-    with socket.socket(family, kind, proto) as sock:
+    sock = socket.socket(family, kind, proto)
+    try:
         sock.settimeout(timeout / UDP_TRIES)
         sock.connect(addr)
         for _ in range(UDP_TRIES):
@@ -120,6 +125,8 @@ def _exchange_udp(address: str, request: bytes, timeout: float) -> bytes:
                 return sock.recv(MAX_PACKET + 1)
             except TimeoutError:
                 continue
+    finally:
+        sock.close()
     raise TimeoutError("no reply")
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
 
 from ..smtp import Reply
@@ -45,6 +44,7 @@ CRASHED = Reply(451, "4.3.0 qmail-queue crashed.")
 CANNOT_START = Reply(451, "4.3.0 Could not start qmail-queue.")
 WRITE_FAILED = Reply(451, "4.3.0 Writing data to qmail-queue failed.")
 HUNG = Reply(451, "4.3.0 qmail-queue timed out.")
+SIGKILL = 9  # not signal.SIGKILL: importing signal (and enum) costs more than the rest of start-up
 
 
 def exit_reply(code: int, errmsg: dict[int, str]) -> Reply:
@@ -131,7 +131,7 @@ class QmailQueue(Backend):
             if pid:
                 return status
             if time.monotonic() > self.deadline:
-                os.kill(self.pid, signal.SIGKILL)
+                os.kill(self.pid, SIGKILL)
                 os.waitpid(self.pid, 0)
                 return None
             time.sleep(pause)
@@ -141,7 +141,7 @@ class QmailQueue(Backend):
         if not self.pid:
             return
         # killed before its envelope pipe closes, qmail-queue can't commit
-        os.kill(self.pid, signal.SIGKILL)
+        os.kill(self.pid, SIGKILL)
         os.close(self.msg_w)
         os.close(self.env_w)
         os.waitpid(self.pid, 0)
