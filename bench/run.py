@@ -59,8 +59,8 @@ def session_bench(tmp: Path) -> None:
     cvm_proc, module = start_cvm(tmp)
     plain = base64.b64encode(f"\0demo\0{PASSWORD}".encode())
     body = b"Subject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 26
-    session = (b"EHLO bench\r\nAUTH PLAIN " + plain + b"\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@elsewhere.example>\r\n"
-               b"DATA\r\n" + body + b".\r\nQUIT\r\n")
+    session = (b"EHLO bench\r\nAUTH PLAIN " + plain + b"\r\nMAIL FROM:<a@b.example>\r\n"
+               b"RCPT TO:<y@elsewhere.example>\r\nDATA\r\n" + body + b".\r\nQUIT\r\n")
     env = {"PATH": os.environ["PATH"], "TCPLOCALHOST": "mx.example", "TCPREMOTEIP": "127.0.0.1",
            "CVM_SASL_PLAIN": module, "QMAILQUEUE": "/bin/true", "QMAILHOME": str(tmp)}
     bare = [sys.executable, "-I", "-S", "-c", "pass"]
