@@ -131,7 +131,7 @@ class Transport:
 
 def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int:
     """Run one session to its end; returns the exit code."""
-    from .smtp import Closed, Quit, StartTLS
+    from .smtp import Closed, StartTLS
 
     session_end = clock() + settings.session_timeout
     engine.send(server.greeting())
@@ -166,8 +166,6 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
             engine.respond(reply)
         if isinstance(event, Closed):
             exit_code = event.exit_code
-        elif isinstance(event, Quit):
-            pass
         elif isinstance(event, StartTLS) and reply.code == 220:
             if not transport.write(engine.data_to_send()):
                 return 1

@@ -33,6 +33,10 @@ MAX_PACKET = 512
 UDP_TRIES = 3
 
 
+class _Rejected(Exception):
+    """A command CVM said "rejected" by its exit code alone."""
+
+
 class Result:
     """`status` is OK, REJECTED or TEMPORARY; `facts` maps fact names to values; `why` explains a failure."""
 
@@ -137,7 +141,7 @@ def _exchange_command(path: str, request: bytes, timeout: float) -> bytes:
     if done.returncode != 0:
         # a command reports rejection by its exit code and may print nothing
         if done.returncode == 100:
-            return b"REJECTED"
+            raise _Rejected
         raise OSError(f"{path} exited {done.returncode}")
     return done.stdout
 
@@ -161,10 +165,10 @@ def authenticate(module: str, credentials: list[tuple[int, bytes]], timeout: flo
         return Result(REJECTED, why=str(e))
     try:
         reply = exchange(module, request, timeout)
+    except _Rejected:
+        return Result(REJECTED, why="credentials rejected")
     except (OSError, TimeoutError, ValueError) as e:
         return Result(TEMPORARY, why=f"{module}: {e}")
     except Exception as e:  # subprocess.TimeoutExpired and the like
         return Result(TEMPORARY, why=f"{module}: {type(e).__name__}")
-    if reply == b"REJECTED":
-        return Result(REJECTED, why="credentials rejected")
     return parse_response(reply, nonce)

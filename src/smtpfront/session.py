@@ -48,7 +48,3 @@ class Session:
     @property
     def relayclient(self) -> str | None:
         return self.getenv("RELAYCLIENT")
-
-    @property
-    def remote_ip(self) -> str:
-        return self.settings.remote_ip

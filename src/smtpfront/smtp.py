@@ -70,7 +70,6 @@ BYE = Reply(221, "2.0.0 Good bye.")
 ALREADY_AUTHENTICATED = Reply(503, "5.5.1 You are already authenticated.")
 AUTH_IN_TRANSACTION = Reply(503, "5.5.1 AUTH is not permitted during a mail transaction.")
 TLS_ALREADY = Reply(503, "5.5.1 TLS is already active.")
-DATA_LINE_TOO_LONG = Reply(500, "5.5.2 Line too long.")
 
 MAX_COMMAND_LINE = 1000  # RFC 5321 asks for 512; leave room for ESMTP parameters
 MAX_AUTH_LINE = 12288  # RFC 4954 section 4
