@@ -5,6 +5,8 @@ session:    a full AUTH session through smtpfront-qmail and through the C
 throughput: messages of 1, 10 and 100 MB through smtpfront-queuedir and the C
             `mailfront smtp queuedir accept`, MB/s and peak RSS
 rules:      session start-up with a 10,000-line MAILRULES file (cached parse)
+tls:        EHLO/QUIT against EHLO/STARTTLS/EHLO/QUIT over a socket, and the
+            server side's own cost: context set-up and handshake in one process
 """
 
 from __future__ import annotations
@@ -124,11 +126,68 @@ def rules_bench(tmp: Path) -> None:
           f"uncached parse {parse * 1000:.0f} ms")
 
 
+def tls_session(argv: list[str], env: dict[str, str], context) -> float:
+    """Wall time of one EHLO[/STARTTLS/EHLO]/QUIT session over a socketpair (context None: plain)."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, env=env)
+    theirs.close()
+    conn = ours.makefile("rwb")
+
+    def command(line: bytes) -> None:
+        conn.write(line)
+        conn.flush()
+        while conn.readline()[3:4] == b"-":
+            pass
+
+    conn.readline()
+    command(b"EHLO bench\r\n")
+    if context is not None:
+        command(b"STARTTLS\r\n")
+        conn.close()
+        ours = context.wrap_socket(ours, server_hostname="localhost")
+        conn = ours.makefile("rwb")
+        command(b"EHLO bench\r\n")
+    command(b"QUIT\r\n")
+    conn.close()
+    ours.close()
+    proc.wait()
+    return time.perf_counter() - start
+
+
+def tls_bench(tmp: Path) -> None:
+    import ssl
+
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp), "TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}
+    client = ssl.create_default_context(cafile=str(cert))
+    prog = [str(BIN / "smtpfront-qmail")]
+    times: dict[str, list[float]] = {"plain": [], "STARTTLS": []}
+    for _ in range(RUNS):
+        times["plain"].append(tls_session(prog, env, None))
+        times["STARTTLS"].append(tls_session(prog, env, client))
+    plain, tls = (statistics.median(times[k]) for k in ("plain", "STARTTLS"))
+    from smtpfront.tls import server_context
+
+    start = time.perf_counter()
+    server_context(str(cert), str(key), None, "1.2")
+    setup = time.perf_counter() - start
+    print(f"tls ({RUNS} runs, median): EHLO/QUIT {plain * 1000:.1f} ms, with STARTTLS {tls * 1000:.1f} ms "
+          f"(+{(tls - plain) * 1000:.1f} ms, incl. importing ssl and the client's half); "
+          f"server context set-up {setup * 1000:.1f} ms")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         session_bench(tmp)
         rules_bench(tmp)
+        tls_bench(tmp)
         throughput_bench(tmp)
 
 

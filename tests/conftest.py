@@ -156,3 +156,72 @@ def cvm_socket(tmp_path_factory):
     yield {"socket": str(sock), "pwfile": str(pwfile), "module": f"cvm-local:{sock}"}
     proc.kill()
     proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class TcpServer:
+    """A real `tcpserver` on 127.0.0.1 running one of the programs per connection."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        for _ in range(5):
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [need("tcpserver"), "-v", "-R", "-H", "-l", "localhost", *argv[:-1], "127.0.0.1", str(self.port),
+                 argv[-1]],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log_file,
+            )
+            for _ in range(500):
+                if b"status: 0/" in log_path.read_bytes() or self.proc.poll() is not None:
+                    break
+                time.sleep(0.01)
+            if self.proc.poll() is None:
+                return
+        raise RuntimeError(f"tcpserver did not start: {log_path.read_text()}")
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self.log_file.close()
+
+
+@pytest.fixture
+def tcpserver(tmp_path: Path):
+    """tcpserver(env, program, *options): a running server; stopped after the test."""
+    servers: list[TcpServer] = []
+
+    def start(env: dict[str, str], program: str = "smtpfront-qmail", *options: str) -> TcpServer:
+        path = program if program.startswith("/") else str(BIN / program)
+        server = TcpServer([*options, path], env, tmp_path / f"tcpserver{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> dict[str, str]:
+    """A self-signed certificate for localhost, made with openssl for this test run."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )
+    return {"TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}

@@ -92,6 +92,49 @@ def build_auth(settings: Settings, log: Log):
     return Authenticator(settings, log)
 
 
+def build_tls(settings: Settings, log: Log):
+    """A callable giving the server's ssl context, or None when TLS can't be offered.
+
+    The files are checked here, cheaply; `ssl` itself is imported only when a
+    client asks for TLS (or at once for SMTPS).
+    """
+    if not settings.tls_certfile:
+        if settings.smtps:
+            raise StartupError(CONFIG_ERROR, "$SMTPS is set but $TLS_CERTFILE is not")
+        return None
+    for path in filter(None, (settings.tls_certfile, settings.tls_keyfile)):
+        try:
+            os.close(os.open(path, os.O_RDONLY))
+        except OSError as e:
+            if settings.smtps:
+                raise StartupError(CONFIG_ERROR, f"SMTPS: cannot read {path}: {e.strerror}") from None
+            log(f"STARTTLS not offered: cannot read {path}: {e.strerror}")
+            return None
+
+    def context():
+        from .tls import server_context
+
+        return server_context(
+            settings.tls_certfile, settings.tls_keyfile, settings.tls_ciphers, settings.tls_min_version
+        )
+
+    return context
+
+
+def start_tls(transport, server, settings: Settings, log: Log):
+    """The TLS handshake on `transport`; the TLS transport, or None when it failed (logged)."""
+    from .tls import TLSError, TLSTransport
+
+    tls = TLSTransport(transport, server.tls_context)
+    try:
+        tls.handshake(settings.timeout)
+    except TLSError as e:
+        log(str(e))
+        return None
+    server.tls_started(tls.description())
+    return tls
+
+
 class Transport:
     """The client's bytes: plain file descriptors (tcpserver's socket, or two pipes)."""
 
@@ -134,6 +177,13 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
     from .smtp import Closed, StartTLS
 
     session_end = clock() + settings.session_timeout
+    if settings.smtps:  # implicit TLS (RFC 8314): the handshake comes before the greeting
+        if not server.tls_ready():
+            return 1
+        transport = start_tls(transport, server, settings, log)
+        if transport is None:
+            return 1
+        engine.start_tls()
     engine.send(server.greeting())
     exit_code = 0
     while True:
@@ -169,7 +219,7 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
         elif isinstance(event, StartTLS) and reply.code == 220:
             if not transport.write(engine.data_to_send()):
                 return 1
-            transport = server.start_tls(transport)
+            transport = start_tls(transport, server, settings, log)
             if transport is None:
                 return 1
             engine.start_tls()
@@ -185,6 +235,7 @@ def run(backend_name: str) -> int:
         handlers = build_handlers(settings, log)
         backend = build_backend(backend_name, settings, log)
         auth = build_auth(settings, log)
+        tls = build_tls(settings, log)
     except (ConfigError, StartupError) as e:
         log(str(e))
         reply = getattr(e, "reply", CONFIG_ERROR)  # a ConfigError has none
@@ -196,7 +247,7 @@ def run(backend_name: str) -> int:
     from .session import Session
     from .smtp import Engine
 
-    server = Server(Session(settings), handlers, backend, log, auth=auth)
+    server = Server(Session(settings), handlers, backend, log, auth=auth, tls=tls)
     engine = Engine(max_notimpl=settings.max_notimpl)
     try:
         code = serve(engine, server, transport, settings, log, time.monotonic)

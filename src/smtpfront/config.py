@@ -112,6 +112,9 @@ class Settings:
             int(k[9:]): v for k, v in env.items() if k.startswith("QQERRMSG_") and k[9:].isdigit()
         }
         cvm_plain = env.get("CVM_SASL_PLAIN") or None
+        tls_min_version = (env.get("TLS_MIN_VERSION") or "1.2").removeprefix("TLSv")
+        if tls_min_version not in ("1.2", "1.3"):
+            raise ConfigError(f"$TLS_MIN_VERSION must be 1.2 or 1.3: {tls_min_version!r}")
         bare_eol = (env.get("DATA_BARE_EOL") or "reject").lower()
         if bare_eol not in ("reject", "normalize"):
             raise ConfigError(f"$DATA_BARE_EOL must be reject or normalize: {bare_eol!r}")
@@ -167,6 +170,6 @@ class Settings:
             tls_certfile=env.get("TLS_CERTFILE") or None,
             tls_keyfile=env.get("TLS_KEYFILE") or None,
             tls_ciphers=env.get("TLS_CIPHERS") or None,
-            tls_min_version=env.get("TLS_MIN_VERSION") or "1.2",
+            tls_min_version=tls_min_version,
             smtps="SMTPS" in env,
         )

@@ -19,6 +19,8 @@ SIZE_EXCEEDED = Reply(552, "5.2.3 The message would exceed the maximum message s
 BARE_EOL = Reply(554, "5.6.0 Message contains a bare CR or LF; lines must end with CRLF.")
 INTERNAL_ERROR = Reply(451, "4.3.0 Internal error.")
 NO_TLS = smtp.NOT_IMPLEMENTED
+TLS_UNAVAILABLE = Reply(454, "4.7.0 TLS not available due to temporary reason.")
+START_TLS = Reply(220, "2.0.0 Ready to start TLS")
 AUTH_NOT_OFFERED = smtp.NOT_IMPLEMENTED
 
 
@@ -30,6 +32,7 @@ class Server:
         self.log = log
         self.auth = auth  # a sasl.Authenticator, or None when no CVM is configured
         self.tls = tls  # a callable giving an ssl context when STARTTLS may be offered
+        self.tls_context = None  # built on first use, so `ssl` is imported only then
         self.in_backend = False  # a message is open in the back end
         self.failure: Reply | None = None  # why the message being received will be refused
         self._dispatch = {
@@ -192,5 +195,22 @@ class Server:
     def starttls(self, event: smtp.StartTLS) -> Reply:
         if self.tls is None:
             return NO_TLS
-        return Reply(220, "2.0.0 Ready to start TLS")
+        return START_TLS if self.tls_ready() else TLS_UNAVAILABLE
+
+    def tls_ready(self) -> bool:
+        """Build the TLS context; False (and a log line) when the certificate can't be used."""
+        if self.tls_context is None:
+            try:
+                self.tls_context = self.tls()
+            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+                self.log(f"TLS not available: {e}")
+                return False
+        return True
+
+    def tls_started(self, description: str) -> None:
+        """The handshake succeeded: back to the just-connected state (RFC 3207 4.2)."""
+        self.reset()
+        s = self.session
+        s.helo, s.esmtp, s.user, s.tls = "", False, None, description
+        self.log(f"TLS started: {description}")
 

@@ -1,0 +1,337 @@
+"""STARTTLS and implicit TLS against real clients: Python's ssl, swaks, openssl s_client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, DEMO, PASSWORD, need, run_program
+
+PLAIN = base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode()).decode()
+
+
+def client_context(certificate: dict[str, str], **versions) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=certificate["TLS_CERTFILE"])
+    for name, value in versions.items():
+        setattr(context, name, value)
+    return context
+
+
+class SocketChannel:
+    """The program with one socket as fd 0 and fd 1, as under tcpserver."""
+
+    def __init__(self, env: dict[str, str], program: str = "smtpfront-qmail") -> None:
+        self.sock, theirs = socket.socketpair()
+        self.proc = subprocess.Popen([str(BIN / program)], stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
+                                     env=env)
+        theirs.close()
+        self.sock.settimeout(10)
+        self.conn: socket.socket | ssl.SSLSocket = self.sock
+
+    def send(self, data: bytes) -> None:
+        self.conn.sendall(data)
+
+    def recv(self) -> bytes:
+        return self.conn.recv(65536)
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        self.conn = context.wrap_socket(self.sock, server_hostname="localhost")
+
+    def finish(self) -> tuple[int, str]:
+        self.conn.close()
+        return self.proc.wait(10), self.proc.stderr.read().decode()
+
+
+class PipeChannel:
+    """The program with two pipes as fd 0 and fd 1 (other UCSPI servers); TLS on memory BIOs."""
+
+    def __init__(self, env: dict[str, str], program: str = "smtpfront-qmail") -> None:
+        self.proc = subprocess.Popen([str(BIN / program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.tls: ssl.SSLObject | None = None
+
+    def _write(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def _read(self) -> bytes:
+        return os.read(self.proc.stdout.fileno(), 65536)
+
+    def _flush(self) -> None:
+        pending = self.outgoing.read()
+        if pending:
+            self._write(pending)
+
+    def _until_done(self, operation):
+        while True:
+            try:
+                result = operation()
+                self._flush()
+                return result
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self._read()
+                if not data:
+                    return b""
+                self.incoming.write(data)
+
+    def send(self, data: bytes) -> None:
+        if self.tls is None:
+            self._write(data)
+        else:
+            self.tls.write(data)
+            self._flush()
+
+    def recv(self) -> bytes:
+        if self.tls is None:
+            return self._read()
+        return self._until_done(lambda: self.tls.read(65536))
+
+    def start_tls(self, context: ssl.SSLContext) -> None:
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+        self._until_done(self.tls.do_handshake)
+
+    def finish(self) -> tuple[int, str]:
+        self.proc.stdin.close()
+        code = self.proc.wait(10)
+        return code, self.proc.stderr.read().decode()
+
+
+class Client:
+    """Reads whole replies from a channel."""
+
+    def __init__(self, channel) -> None:
+        self.channel = channel
+        self.buffer = b""
+
+    def reply(self) -> list[str]:
+        lines: list[str] = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                data = self.channel.recv()
+                if not data:
+                    raise EOFError(f"connection closed after {lines}")
+                self.buffer += data
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line.decode())
+            if line[3:4] != b"-":
+                return lines
+
+    def command(self, line: str) -> list[str]:
+        self.channel.send(line.encode() + b"\r\n")
+        return self.reply()
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        assert self.command("STARTTLS") == ["220 2.0.0 Ready to start TLS"]
+        assert self.buffer == b""
+        self.channel.start_tls(context)
+
+
+@pytest.fixture
+def tls_env(base_env, certificate, cvm_socket) -> dict[str, str]:
+    return {**base_env, **certificate, "CVM_SASL_PLAIN": cvm_socket["module"]}
+
+
+@pytest.mark.parametrize("channel_type", [SocketChannel, PipeChannel])
+def test_starttls_resets_session_and_marks_received(channel_type, tls_env, certificate, queue):
+    channel = channel_type(tls_env)
+    c = Client(channel)
+    assert c.reply()[0].startswith("220 ")
+    ehlo = c.command("EHLO client.example")
+    assert "250-STARTTLS" in ehlo or "250 STARTTLS" in ehlo
+    assert c.command("MAIL FROM:<before@b.example>")[0].startswith("250")
+    c.starttls(client_context(certificate))
+    # the transaction and the EHLO from before TLS are forgotten
+    assert c.command("RCPT TO:<y@example.org>")[0].startswith("503")
+    ehlo = c.command("EHLO client.example")
+    assert not any("STARTTLS" in line for line in ehlo)
+    assert c.command("STARTTLS")[0].startswith("503")
+    assert c.command(f"AUTH PLAIN {PLAIN}")[0].startswith("235")
+    assert c.command("MAIL FROM:<a@b.example>")[0].startswith("250")
+    assert c.command("RCPT TO:<y@elsewhere.example>")[0].startswith("250")  # authenticated: relays
+    assert c.command("DATA")[0].startswith("354")
+    assert c.command("Subject: tls\r\n\r\nbody\r\n.")[0].startswith("250")
+    assert c.command("QUIT")[0].startswith("221")
+    code, log = channel.finish()
+    assert code == 0
+    [(envelope, message)] = queue.messages()
+    assert envelope == b"Fa@b.example\0Ty@elsewhere.example\0\0"
+    received = message.split(b"\n\n")[0].decode()
+    assert "with ESMTPSA via TCP (TLSv1.3 TLS_" in received
+    assert "TLS started: TLSv1.3 TLS_" in log
+    assert "Traceback" not in log
+
+
+def test_pipelined_plaintext_after_starttls_is_discarded(tls_env, certificate, queue):
+    """CVE-2011-0411 class: the NOOP sent with STARTTLS in one write is never answered."""
+    channel = SocketChannel(tls_env)
+    c = Client(channel)
+    c.reply()
+    c.command("EHLO client.example")
+    channel.send(b"STARTTLS\r\nNOOP injected\r\nMAIL FROM:<evil@x.example>\r\n")
+    assert c.reply() == ["220 2.0.0 Ready to start TLS"]
+    channel.start_tls(client_context(certificate))
+    # had the NOOP or MAIL been kept, their replies would come before HELO's
+    assert c.command("HELO client.example") == ["250 mx.example"]
+    assert c.command("RCPT TO:<y@example.org>")[0].startswith("503")  # no MAIL survived
+    assert c.command("QUIT")[0].startswith("221")
+    assert c.buffer == b""
+    code, log = channel.finish()
+    assert code == 0 and queue.messages() == []
+
+
+def test_auth_requires_tls(tls_env, certificate):
+    channel = SocketChannel({**tls_env, "AUTH_REQUIRES_TLS": "1"})
+    c = Client(channel)
+    c.reply()
+    ehlo = c.command("EHLO client.example")
+    assert not any("AUTH" in line for line in ehlo)
+    assert c.command(f"AUTH PLAIN {PLAIN}") == ["530 5.7.0 Must issue a STARTTLS command first."]
+    c.starttls(client_context(certificate))
+    ehlo = c.command("EHLO client.example")
+    assert "250-AUTH LOGIN PLAIN" in ehlo
+    assert c.command(f"AUTH PLAIN {PLAIN}")[0].startswith("235")
+    c.command("QUIT")
+    code, log = channel.finish()
+    assert code == 0
+
+
+@pytest.mark.parametrize("channel_type", [SocketChannel, PipeChannel])
+def test_smtps_handshake_before_greeting(channel_type, tls_env, certificate):
+    channel = channel_type({**tls_env, "SMTPS": "1"})
+    channel.start_tls(client_context(certificate))
+    c = Client(channel)
+    assert c.reply()[0].startswith("220 ")
+    ehlo = c.command("EHLO client.example")
+    assert not any("STARTTLS" in line for line in ehlo)
+    assert c.command("STARTTLS")[0].startswith("503")
+    assert c.command(f"AUTH PLAIN {PLAIN}")[0].startswith("235")
+    assert c.command("QUIT")[0].startswith("221")
+    code, log = channel.finish()
+    assert code == 0 and "TLS started: TLSv1.3" in log
+
+
+def test_min_version_refuses_older_client(tls_env, certificate):
+    channel = SocketChannel({**tls_env, "TLS_MIN_VERSION": "1.3"})
+    c = Client(channel)
+    c.reply()
+    assert c.command("STARTTLS")[0].startswith("220")
+    old = client_context(certificate, maximum_version=ssl.TLSVersion.TLSv1_2)
+    with pytest.raises(ssl.SSLError):
+        channel.start_tls(old)
+    code, log = channel.finish()
+    assert code == 1
+    assert "TLS handshake failed" in log and "Traceback" not in log
+
+
+def test_bad_min_version_is_a_configuration_error(tls_env):
+    r = run_program("smtpfront-qmail", b"", {**tls_env, "TLS_MIN_VERSION": "1.0"})
+    assert r.lines == ["421 4.3.0 Configuration error; try again later."]
+    assert "TLS_MIN_VERSION" in r.stderr
+
+
+def test_unreadable_certificate_means_no_starttls(tls_env, tmp_path):
+    r = run_program("smtpfront-qmail", b"EHLO x\r\nSTARTTLS\r\nQUIT\r\n",
+                    {**tls_env, "TLS_CERTFILE": str(tmp_path / "missing.pem")})
+    assert not any("STARTTLS" in line for line in r.lines)
+    assert r.codes == [220, 250, 500, 221]
+    assert f"STARTTLS not offered: cannot read {tmp_path / 'missing.pem'}" in r.stderr
+
+
+def test_garbage_certificate_gives_454(tls_env, tmp_path):
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a certificate\n")
+    r = run_program("smtpfront-qmail", b"EHLO x\r\nSTARTTLS\r\nNOOP\r\nQUIT\r\n",
+                    {**tls_env, "TLS_CERTFILE": str(bad), "TLS_KEYFILE": str(bad)})
+    assert "250-STARTTLS" in r.lines or "250 STARTTLS" in r.lines
+    assert r.codes == [220, 250, 454, 250, 221]
+    assert "TLS not available" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_smtps_without_certificate_refuses_to_serve(tls_env):
+    env = {k: v for k, v in tls_env.items() if not k.startswith("TLS_")}
+    r = run_program("smtpfront-qmail", b"", {**env, "SMTPS": "1"})
+    assert r.returncode == 1 and "SMTPS" in r.stderr and r.codes == [421]
+
+
+@pytest.mark.parametrize("after_starttls", [b"", b"\x16\x03\x01\x02\x00\x01", b"GET / HTTP/1.0\r\n\r\n"])
+def test_client_drops_or_talks_nonsense_during_handshake(after_starttls, tls_env, queue):
+    channel = SocketChannel(tls_env)
+    c = Client(channel)
+    c.reply()
+    assert c.command("STARTTLS")[0].startswith("220")
+    channel.send(after_starttls)
+    channel.sock.shutdown(socket.SHUT_WR)
+    code, log = channel.finish()
+    assert code == 1
+    assert "handshake" in log and "Traceback" not in log
+    assert queue.messages() == []
+
+
+# -- real clients under real tcpserver ------------------------------------
+
+
+def swaks(port: int, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [need("swaks"), "--server", f"127.0.0.1:{port}", "--from", "demo@example.org", "--to", "y@elsewhere.example",
+         "--auth-user", DEMO, "--auth-password", PASSWORD, *options],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_swaks_starttls_auth_under_tcpserver(mechanism, tls_env, tcpserver, queue):
+    server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"})
+    r = swaks(server.port, "--tls", "--auth", mechanism)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "<-  220 2.0.0 Ready to start TLS" in r.stdout and "<~  250 2.6.0 Accepted" in r.stdout
+    [(envelope, message)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Ty@elsewhere.example\0\0"
+    assert b"with ESMTPSA via TCP (TLSv1.3 TLS_" in message
+
+
+def test_swaks_implicit_tls_under_tcpserver(tls_env, tcpserver, queue):
+    server = tcpserver({**tls_env, "SMTPS": "1"})
+    r = swaks(server.port, "--tlsc", "--auth", "LOGIN")
+    assert r.returncode == 0, r.stdout + r.stderr
+    [(envelope, message)] = queue.messages()
+    assert b"with ESMTPSA via TCP (TLSv1.3 TLS_" in message
+
+
+def test_swaks_without_tls_cannot_auth_when_tls_required(tls_env, tcpserver, queue):
+    server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"})
+    r = swaks(server.port, "--auth", "PLAIN")
+    assert r.returncode != 0
+    assert queue.messages() == []
+
+
+def test_openssl_s_client_starttls(tls_env, certificate, tcpserver):
+    server = tcpserver(tls_env)
+    r = subprocess.run(
+        [need("openssl"), "s_client", "-connect", f"127.0.0.1:{server.port}", "-starttls", "smtp",
+         "-CAfile", certificate["TLS_CERTFILE"], "-verify_return_error", "-servername", "localhost", "-quiet"],
+        input=b"EHLO client.example\r\nQUIT\r\n", capture_output=True, timeout=30,
+    )
+    out = r.stdout.decode()
+    assert "250-AUTH LOGIN PLAIN" in out and "STARTTLS" not in out
+    assert "221 " in out
+
+
+def test_tls_module_not_imported_without_tls(base_env, tmp_path):
+    """A plain session never pays for `ssl`."""
+    r = subprocess.run(
+        [str(BIN / "python"), "-X", "importtime", "-c", "from smtpfront.cli import qmail; qmail()"],
+        input=b"EHLO x\r\nQUIT\r\n", env={**base_env, "TLS_CERTFILE": str(Path(__file__))},
+        capture_output=True, timeout=30,
+    )
+    assert b"250 STARTTLS\r\n" in r.stdout
+    imported = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
+    assert "smtpfront.cli" in imported
+    assert "ssl" not in imported and "_ssl" not in imported
