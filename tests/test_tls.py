@@ -187,6 +187,22 @@ def test_pipelined_plaintext_after_starttls_is_discarded(tls_env, certificate, q
     assert code == 0 and queue.messages() == []
 
 
+def test_broken_tls_record_ends_session_quietly(tls_env, certificate, queue):
+    channel = SocketChannel(tls_env)
+    c = Client(channel)
+    c.reply()
+    c.starttls(client_context(certificate))
+    assert c.command("MAIL FROM:<a@b.example>")[0].startswith("250")
+    assert c.command("RCPT TO:<y@example.org>")[0].startswith("250")
+    assert c.command("DATA")[0].startswith("354")
+    channel.conn.sendall(b"Subject: half\r\n")
+    os.write(channel.conn.fileno(), b"\x17\x03\x03\x00\x10" + b"\x00" * 16)  # a forged record
+    code, log = channel.finish()
+    assert code == 1
+    assert "TLS error" in log and "Traceback" not in log and "internal error" not in log
+    assert queue.messages() == []
+
+
 def test_auth_requires_tls(tls_env, certificate):
     channel = SocketChannel({**tls_env, "AUTH_REQUIRES_TLS": "1"})
     c = Client(channel)

@@ -200,7 +200,11 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
                 return exit_code
             now = clock()
             wait = min(settings.timeout, session_end - now)
-            data = transport.read(wait) if wait > 0 else None
+            try:
+                data = transport.read(wait) if wait > 0 else None
+            except ConnectionError as e:  # a broken TLS record: the client is gone for us
+                log(str(e))
+                data = b""
             if data is None:
                 reply = SESSION_TIMED_OUT if clock() >= session_end else TIMED_OUT
                 engine.send(reply)

@@ -15,7 +15,7 @@ VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 READ_SIZE = 1 << 16
 
 
-class TLSError(Exception):
+class TLSError(ConnectionError):
     """The handshake or the TLS stream failed; the session cannot go on."""
 
 
