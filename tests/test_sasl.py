@@ -274,3 +274,57 @@ def test_sender_login_map(smtp, cvm_socket, tmp_path):
     assert r.lines[2:] == ["250 2.1.0 Sender accepted.", "250 2.1.0 Sender accepted.",
                            "553 5.7.1 Sender address not owned by the authenticated user."]
     assert smtp(b"MAIL FROM:<ceo@b.example>\r\n", **env).codes[1] == 250  # unauthenticated: no opinion
+
+
+def test_busy_cvm_listen_queue_is_waited_for(cvm_socket, tmp_path):
+    """A CVM whose listen queue is full is busy, not down: the connect is retried within the timeout."""
+    path = str(tmp_path / "busy.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the queue until a non-blocking connect would get EAGAIN
+        filler = socket.socket(socket.AF_UNIX)
+        filler.setblocking(False)
+        try:
+            filler.connect(path)
+        except BlockingIOError:
+            filler.close()
+            break
+        fillers.append(filler)
+    else:
+        raise AssertionError("the listen queue never filled")
+
+    def serve_later():
+        import time
+
+        time.sleep(0.3)
+        listener.settimeout(5)  # the test must end even when the client gave up
+        while True:
+            conn, _ = listener.accept()
+            request = b""
+            while chunk := conn.recv(600):
+                request += chunk
+            if not request:  # a filler
+                conn.close()
+                continue
+            with socket.socket(socket.AF_UNIX) as real:
+                real.connect(cvm_socket["socket"])
+                real.sendall(request)
+                real.shutdown(socket.SHUT_WR)
+                while chunk := real.recv(600):
+                    conn.sendall(chunk)
+            conn.close()
+            return
+
+    for filler in fillers:
+        filler.shutdown(socket.SHUT_WR)
+    server = threading.Thread(target=serve_later, daemon=True)
+    server.start()
+    result = cvm.authenticate(f"cvm-local:{path}", [(cvm.ACCOUNT, DEMO.encode()), (cvm.PASSWORD, PASSWORD.encode())],
+                              5)
+    assert result.status == cvm.OK
+    server.join()
+    for filler in fillers:
+        filler.close()
+    listener.close()

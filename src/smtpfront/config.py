@@ -101,6 +101,11 @@ class Settings:
     def from_environ(cls, environ: dict[str, str]) -> Settings:
         env = dict(environ)
         proto = env.get("PROTO") or "TCP"
+        if proto == "TCP" and "TCPREMOTEIP" not in env and "REMOTE_ADDR" in env:
+            # systemd (Accept=yes) names the client REMOTE_ADDR, as an IPv4-mapped
+            # address on a dual-stack socket; rules and Received want tcpserver's names
+            env["TCPREMOTEIP"] = env["REMOTE_ADDR"].removeprefix("::ffff:")
+            env.setdefault("TCPREMOTEPORT", env.get("REMOTE_PORT", ""))
 
         def ucspi(name: str) -> str:
             return env.get(proto + name, "")

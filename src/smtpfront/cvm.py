@@ -95,11 +95,20 @@ def parse_response(data: bytes, nonce: bytes) -> Result:
 # _socket, not socket: the wrapper module imports enum, a cost paid on every connection
 def _exchange_local(path: str, request: bytes, timeout: float) -> bytes:
     import _socket as socket
+    import time
 
+    deadline = time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        sock.connect(path)
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:  # the CVM's listen queue is full: it is busy, not down
+                if time.monotonic() >= deadline:
+                    raise TimeoutError("the CVM's listen queue stayed full") from None
+                time.sleep(0.01)
         sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
         chunks, size = [], 0

@@ -1,0 +1,153 @@
+"""smtpfront-conf: write a supervised service directory, in the style of djb's *-conf tools.
+
+    smtpfront-conf ACCOUNT LOGACCOUNT DIR [options]
+
+DIR gets `run` (envdir, envuidgid, softlimit, tcpserver), `log/run` (multilog
+or svlogd), `env/` (one file per variable), `tcp` (tcprules source: relay for
+localhost) with a Makefile compiling it to `tcp.cdb`.  Point svscan (or
+runsvdir) at DIR with a symlink to start it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# The measured smallest `softlimit -m` for a full AUTH session with a 10 MB
+# message is 16 MB (23 MB with TLS); see docs/performance.md.
+MEMORY = 64_000_000
+
+TCP_RULES = """\
+# tcprules source for this service; `make` (in this directory) compiles it to tcp.cdb.
+# Clients matching a line with RELAYCLIENT="" may relay without AUTH.
+127.0.0.1:allow,RELAYCLIENT=""
+:allow
+"""
+
+MAKEFILE = """\
+tcp.cdb: tcp
+\ttcprules tcp.cdb tcp.tmp < tcp
+"""
+
+
+def daemontools_run(a: argparse.Namespace, program: str) -> str:
+    return f"""#!/bin/sh
+# smtpfront on port {a.port}, written by smtpfront-conf.
+# Variables for the program are in ./env; relay rules in ./tcp (run make after editing).
+exec 2>&1
+exec envdir ./env \\
+  envuidgid {a.account} \\
+  softlimit -m {a.memory} \\
+  tcpserver -v -PR -U -l {a.hostname} -c {a.concurrency} -x tcp.cdb -- {a.ip} {a.port} \\
+  {program}
+"""
+
+
+def runit_run(a: argparse.Namespace, program: str) -> str:
+    return f"""#!/bin/sh
+# smtpfront on port {a.port} under runit, written by smtpfront-conf.
+# Variables for the program are in ./env; relay rules in ./tcp (run make after editing).
+exec 2>&1
+exec chpst -e ./env -U {a.account} -m {a.memory} \\
+  tcpserver -v -PR -U -l {a.hostname} -c {a.concurrency} -x tcp.cdb -- {a.ip} {a.port} \\
+  {program}
+"""
+
+
+def log_run(a: argparse.Namespace) -> str:
+    if a.runit:
+        return f"#!/bin/sh\nexec chpst -u {a.logaccount} svlogd -tt ./main\n"
+    return f"#!/bin/sh\nexec setuidgid {a.logaccount} multilog t ./main\n"
+
+
+def environment(a: argparse.Namespace) -> dict[str, str]:
+    env = {"CVM_SASL_PLAIN": a.cvm, "DATABYTES": str(a.databytes), "SMTPGREETING": f"{a.hostname} smtpfront"}
+    optional = {
+        "MAILRULES": a.mailrules,
+        "PATTERNS": a.patterns,
+        "QMAILHOME": a.qmail_home if a.backend == "qmail" else None,
+        "QUEUEDIR": a.queuedir if a.backend == "queuedir" else None,
+        "TLS_CERTFILE": a.tls_cert,
+        "TLS_KEYFILE": a.tls_key,
+    }
+    env.update({name: value for name, value in optional.items() if value})
+    if a.tls_cert and not a.smtps:
+        env["AUTH_REQUIRES_TLS"] = "1"
+    if a.smtps:
+        env["SMTPS"] = "1"
+    return env
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smtpfront-conf", description=__doc__.split("\n\n")[0])
+    p.add_argument("account", help="account the SMTP service runs as (envuidgid)")
+    p.add_argument("logaccount", help="account the logger runs as")
+    p.add_argument("dir", help="the service directory to create (must not exist)")
+    p.add_argument("--port", default="587")
+    p.add_argument("--ip", default="0", help="address to listen on (0: all)")
+    p.add_argument("--hostname", default=os.uname().nodename, help="this host's name (greeting, Received)")
+    p.add_argument("--backend", choices=("qmail", "queuedir", "echo"), default="qmail")
+    p.add_argument("--bin", default=str(Path(sys.argv[0]).resolve().parent),
+                   help="directory holding the smtpfront programs (default: this one's)")
+    p.add_argument("--cvm", default="cvm-local:/run/cvm-pwfile.sock", help="CVM for AUTH PLAIN and LOGIN")
+    p.add_argument("--concurrency", type=int, default=40)
+    p.add_argument("--memory", type=int, default=MEMORY, help="softlimit -m, bytes")
+    p.add_argument("--databytes", type=int, default=26_214_400)
+    p.add_argument("--mailrules")
+    p.add_argument("--patterns")
+    p.add_argument("--qmail-home")
+    p.add_argument("--queuedir")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--smtps", action="store_true", help="implicit TLS (port 465)")
+    p.add_argument("--runit", action="store_true", help="write chpst/svlogd scripts for runit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    if a.smtps and not a.tls_cert:
+        print("smtpfront-conf: --smtps needs --tls-cert", file=sys.stderr)
+        return 2
+    if a.backend == "queuedir" and not a.queuedir:
+        print("smtpfront-conf: --backend queuedir needs --queuedir", file=sys.stderr)
+        return 2
+    top = Path(a.dir)
+    try:
+        top.mkdir(parents=True)
+    except FileExistsError:
+        print(f"smtpfront-conf: {top} exists; not overwriting it", file=sys.stderr)
+        return 1
+    program = str(Path(a.bin) / f"smtpfront-{a.backend}")
+    (top / "log" / "main").mkdir(parents=True)
+    (top / "env").mkdir()
+    write(top / "run", (runit_run if a.runit else daemontools_run)(a, program), 0o755)
+    write(top / "log" / "run", log_run(a), 0o755)
+    for name, value in environment(a).items():
+        write(top / "env" / name, value + "\n")
+    write(top / "tcp", TCP_RULES)
+    write(top / "Makefile", MAKEFILE)
+    try:
+        shutil.chown(top / "log" / "main", a.logaccount)
+    except (LookupError, PermissionError) as e:
+        print(f"smtpfront-conf: could not give log/main to {a.logaccount}: {e}", file=sys.stderr)
+    if shutil.which("tcprules"):
+        with open(top / "tcp", "rb") as rules:
+            subprocess.run(["tcprules", str(top / "tcp.cdb"), str(top / "tcp.tmp")], stdin=rules, check=True)
+    else:
+        print("smtpfront-conf: tcprules not found; run make in the directory once ucspi-tcp is installed",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

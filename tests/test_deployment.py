@@ -1,0 +1,288 @@
+"""Deployment as admins run it: real tcpserver, tcprules, swaks, supervise, runsv, the demo scripts."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import select
+import signal
+import socket
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, DEMO, PASSWORD, free_port, need, run_program
+
+TOP = Path(__file__).resolve().parent.parent
+EXAMPLES = TOP / "examples"
+EXAMPLE_ARGS = [
+    "--hostname", "mail.example.org", "--bin", "/usr/local/bin", "--cvm", "cvm-local:/run/cvm-pwfile.sock",
+    "--mailrules", "/etc/smtpfront/mailrules", "--patterns", "/etc/smtpfront/patterns", "--qmail-home", "/var/qmail",
+    "--tls-cert", "/etc/smtpfront/cert.pem", "--tls-key", "/etc/smtpfront/key.pem",
+]
+
+
+def swaks(port: int, to: str, *options: str, sender: str = "demo@example.org") -> subprocess.CompletedProcess:
+    return subprocess.run([need("swaks"), "--server", f"127.0.0.1:{port}", "--from", sender, "--to", to, *options],
+                          capture_output=True, text=True, timeout=60)
+
+
+def with_auth(password: str = PASSWORD) -> list[str]:
+    return ["--auth", "PLAIN", "--auth-user", DEMO, "--auth-password", password]
+
+
+@pytest.fixture
+def auth_env(base_env, cvm_socket) -> dict[str, str]:
+    return {**base_env, "CVM_SASL_PLAIN": cvm_socket["module"]}
+
+
+def wait_for_port(port: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+# -- under tcpserver -------------------------------------------------------
+
+
+def test_authenticated_relay(auth_env, tcpserver, queue):
+    server = tcpserver(auth_env)
+    r = swaks(server.port, "someone@elsewhere.example", *with_auth())
+    assert r.returncode == 0, r.stdout
+    [(envelope, message)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"
+    assert b"with ESMTPA via TCP" in message
+    assert b" ([127.0.0.1])\n  by localhost ([127.0.0.1])\n" in message  # addresses from tcpserver
+    assert "tcpserver: ok" in server.log and "AUTH PLAIN username=demo" in server.log
+
+
+def test_unauthenticated_relay_refused(auth_env, tcpserver, queue):
+    server = tcpserver(auth_env)
+    r = swaks(server.port, "someone@elsewhere.example")
+    assert r.returncode != 0
+    assert "<** 550 5.1.0 Mail system is not configured to accept that recipient" in r.stdout
+    assert queue.messages() == []
+
+
+def test_wrong_password_refused(auth_env, tcpserver, queue):
+    server = tcpserver(auth_env)
+    r = swaks(server.port, "someone@elsewhere.example", *with_auth("wrong"))
+    assert r.returncode != 0 and "535 5.7.8" in r.stdout
+    assert queue.messages() == []
+    assert "wrong" not in server.log
+
+
+def test_rcpthosts_delivery_without_auth(auth_env, tcpserver, queue):
+    server = tcpserver(auth_env)
+    r = swaks(server.port, "user@example.org", sender="stranger@far.example")
+    assert r.returncode == 0, r.stdout
+    [(envelope, message)] = queue.messages()
+    assert envelope == b"Fstranger@far.example\0Tuser@example.org\0\0"
+    assert b"with ESMTP via TCP" in message
+
+
+def test_twenty_concurrent_clients_all_delivered(auth_env, tcpserver, queue):
+    server = tcpserver(auth_env, "smtpfront-qmail", "-c", "40")
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: swaks(server.port, f"user{i}@elsewhere.example", *with_auth()), range(20)))
+    assert [r.returncode for r in results] == [0] * 20, [r.stdout for r in results if r.returncode]
+    delivered = sorted(envelope for envelope, _ in queue.messages())
+    assert delivered == sorted(f"Fdemo@example.org\0Tuser{i}@elsewhere.example\0\0".encode() for i in range(20))
+
+
+def test_concurrency_limit_is_honoured(auth_env, tcpserver):
+    server = tcpserver(auth_env, "smtpfront-qmail", "-c", "2")
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+    for conn in held:
+        assert conn.recv(100).startswith(b"220 ")
+    third = socket.create_connection(("127.0.0.1", server.port), timeout=1)
+    with pytest.raises(socket.timeout):
+        third.recv(100)  # queued by the kernel; tcpserver does not accept it while 2 are open
+    held[0].sendall(b"QUIT\r\n")
+    held[0].recv(100)
+    held[0].close()
+    third.settimeout(5)
+    assert third.recv(100).startswith(b"220 ")
+    for conn in (held[1], third):
+        conn.close()
+    assert "status: 2/2" in server.log
+
+
+def test_relayclient_from_tcprules_cdb(auth_env, tcpserver, queue, tmp_path):
+    rules = tmp_path / "tcp"
+    rules.write_text('127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
+    with open(rules, "rb") as source:
+        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=source,
+                       check=True)
+    server = tcpserver(auth_env, "smtpfront-qmail", "-x", str(tmp_path / "tcp.cdb"))
+    r = swaks(server.port, "someone@elsewhere.example", sender="app@internal.example")
+    assert r.returncode == 0, r.stdout
+    [(envelope, _)] = queue.messages()
+    assert envelope == b"Fapp@internal.example\0Tsomeone@elsewhere.example\0\0"
+
+
+def test_too_small_softlimit_fails_clearly_and_accepts_nothing(auth_env, queue):
+    """The seed deployment's softlimit -m 3000000: Python cannot start; no reply, nothing queued."""
+    session = b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nhi\r\n.\r\n"
+    r = subprocess.run([need("softlimit"), "-m", "3000000", str(BIN / "smtpfront-qmail")], input=session,
+                       capture_output=True, env=auth_env, timeout=30)
+    assert r.returncode != 0 and r.stdout == b""
+    assert r.stderr.strip()  # the loader or interpreter says why
+    assert queue.messages() == []
+    r = subprocess.run([need("softlimit"), "-m", "64000000", str(BIN / "smtpfront-qmail")], input=session,
+                       capture_output=True, env=auth_env, timeout=30)
+    assert r.returncode == 0 and len(queue.messages()) == 1  # the examples' limit works
+
+
+# -- service directories ---------------------------------------------------
+
+
+@pytest.mark.parametrize("flavour", ["daemontools", "runit"])
+def test_examples_are_what_smtpfront_conf_writes(flavour, tmp_path):
+    out = tmp_path / "svc"
+    extra = ["--runit"] if flavour == "runit" else []
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "smtpfront", "smtplog", str(out), *EXAMPLE_ARGS, *extra],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    example = EXAMPLES / flavour / "smtpfront-587"
+    written = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "tcp.cdb")
+    committed = sorted(p.relative_to(example) for p in example.rglob("*") if p.is_file())
+    assert written == committed
+    _, mismatch, errors = filecmp.cmpfiles(out, example, [str(p) for p in written], shallow=False)
+    assert mismatch == [] and errors == []
+    assert os.access(out / "run", os.X_OK) and os.access(out / "log" / "run", os.X_OK)
+    assert (out / "tcp.cdb").exists()  # compiled with tcprules
+
+
+def test_smtpfront_conf_refuses_to_overwrite(tmp_path):
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "root", "root", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 1 and "exists" in r.stderr
+
+
+def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str) -> Path:
+    """A service directory from smtpfront-conf, for this test's paths, ports and stand-in queue."""
+    account = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    svc = tmp_path / "service" / "smtpfront"
+    r = subprocess.run(
+        [str(BIN / "smtpfront-conf"), account, account, str(svc), "--ip", "127.0.0.1", "--port", str(port),
+         "--hostname", "mx.example", "--cvm", auth_env["CVM_SASL_PLAIN"], "--qmail-home", auth_env["QMAILHOME"],
+         *extra],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    for name in ("QMAILQUEUE", "FAKEQ_DIR", "PATH"):
+        (svc / "env" / name).write_text(auth_env[name] + "\n")
+    return svc
+
+
+def test_daemontools_service_under_svscan(auth_env, queue, tmp_path):
+    port = free_port()
+    svc = service_dir(tmp_path, auth_env, port)
+    scan = subprocess.Popen([need("svscan"), str(svc.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={"PATH": auth_env["PATH"]})
+    try:
+        wait_for_port(port)
+        r = swaks(port, "someone@elsewhere.example", *with_auth())
+        assert r.returncode == 0, r.stdout
+        r = swaks(port, "someone@elsewhere.example")  # tcp.cdb gives 127.0.0.1 RELAYCLIENT=""
+        assert r.returncode == 0, r.stdout
+        assert len(queue.messages()) == 2
+        status = subprocess.run([need("svstat"), str(svc)], capture_output=True, text=True).stdout
+        assert ": up (pid " in status
+        deadline = time.monotonic() + 10
+        log = svc / "log" / "main" / "current"
+        while time.monotonic() < deadline and b"bytes in:" not in (log.read_bytes() if log.exists() else b""):
+            time.sleep(0.1)
+        text = log.read_text()
+        assert text.startswith("@4000")  # multilog t: TAI64N stamps
+        assert "tcpserver: status: 1/40" in text and "AUTH PLAIN username=demo" in text
+        assert PASSWORD not in text
+    finally:
+        subprocess.run([need("svc"), "-dx", str(svc), str(svc / "log")])
+        scan.terminate()
+        scan.wait()
+        time.sleep(0.2)
+
+
+def test_runit_service_under_runsv(auth_env, queue, tmp_path):
+    port = free_port()
+    svc = service_dir(tmp_path, auth_env, port, "--runit")
+    runsv = subprocess.Popen([need("runsv"), str(svc)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={"PATH": auth_env["PATH"]})
+    try:
+        wait_for_port(port)
+        r = swaks(port, "someone@elsewhere.example", *with_auth())
+        assert r.returncode == 0, r.stdout
+        assert len(queue.messages()) == 1
+        deadline = time.monotonic() + 10
+        log = svc / "log" / "main" / "current"
+        while time.monotonic() < deadline and b"bytes in:" not in (log.read_bytes() if log.exists() else b""):
+            time.sleep(0.1)
+        assert "AUTH PLAIN username=demo" in log.read_text()
+    finally:
+        subprocess.run([need("sv"), "exit", str(svc)], capture_output=True)
+        runsv.terminate()
+        runsv.wait()
+
+
+# -- systemd and the demo ---------------------------------------------------
+
+
+def test_systemd_remote_addr_is_read_as_tcpremoteip(base_env, queue):
+    env = {k: v for k, v in base_env.items() if k != "TCPREMOTEIP"}
+    r = run_program("smtpfront-qmail", b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\n"
+                    b"hi\r\n.\r\n", {**env, "REMOTE_ADDR": "::ffff:203.0.113.9", "REMOTE_PORT": "40000"})
+    assert r.codes[-1] == 250
+    [(_, message)] = queue.messages()
+    assert b"(client.example [203.0.113.9])" in message
+
+
+def test_systemd_units_verify(tmp_path):
+    analyze = need("systemd-analyze")
+    for name in ("smtpfront.socket", "smtpfront@.service"):
+        text = (EXAMPLES / "systemd" / name).read_text()
+        text = text.replace("/usr/local/bin/smtpfront-qmail", str(BIN / "smtpfront-qmail"))
+        text = text.replace("EnvironmentFile=/etc/smtpfront/environment",
+                            f"EnvironmentFile={EXAMPLES / 'systemd' / 'environment'}")
+        text = text.replace("User=smtpfront", "User=root").replace("Group=smtpfront", "Group=root")
+        (tmp_path / name).write_text(text)
+    r = subprocess.run([analyze, "verify", str(tmp_path / "smtpfront.socket")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "Accept=yes" in (tmp_path / "smtpfront.socket").read_text()
+
+
+def test_make_run_demo_and_ctrl_c(tmp_path):
+    port = free_port()
+    env = {**os.environ, "DEMO_PORT": str(port), "DEMO_VAR": str(tmp_path / "var"), "DEMO_PASSWORD": "demo-pw-1"}
+    demo = subprocess.Popen([str(EXAMPLES / "demo" / "run-demo")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    banner = b""
+    try:
+        deadline = time.monotonic() + 60  # it may first install packages
+        while b"Queued messages appear" not in banner and time.monotonic() < deadline:
+            if select.select([demo.stdout], [], [], 1)[0]:
+                banner += os.read(demo.stdout.fileno(), 4096)
+        wait_for_port(port)
+        sent = subprocess.run([str(EXAMPLES / "demo" / "send-demo")], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        [queued] = list((tmp_path / "var" / "queue" / "new").iterdir())
+        assert b"with ESMTPA via TCP" in queued.read_bytes()
+        assert "Subject: smtpfront demo" in sent.stdout
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        out = (banner + demo.communicate(timeout=15)[0]).decode()
+    assert "password: demo-pw-1" in out and f"swaks --server 127.0.0.1:{port} --auth PLAIN" in out
+    assert "printf '\\0demo\\0%s' 'demo-pw-1' | base64" in out
+    assert "stopped cvm-pwfile and tcpserver." in out
+    time.sleep(0.2)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
