@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -99,10 +100,30 @@ def base_env(qmail_home: Path, fake_queue: Path, queue: Queue) -> dict[str, str]
     }
 
 
+# Every log the suite sees, checked for the test passwords when the run ends (SPEC 8).
+LOGS: list[tuple[str, str]] = []
+SECRETS = [PASSWORD, base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode()).decode(),
+           base64.b64encode(PASSWORD.encode()).decode(), base64.b64encode(PASSWORD.encode()).decode().rstrip("=")]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """Fail the run if any program log, tcpserver log or multilog file holds a test password."""
+    base = session.config._tmp_path_factory.getbasetemp() if hasattr(session.config, "_tmp_path_factory") else None
+    files = [p for p in base.rglob("*") if p.is_file() and (p.suffix == ".log" or p.name == "current")] if base else []
+    logs = LOGS + [(str(p), p.read_text(errors="replace")) for p in files]
+    leaks = [(where, secret) for where, text in logs for secret in SECRETS if secret in text]
+    if leaks:
+        print(f"\nSECRET LEAKED into a log: {leaks[:5]}")
+        session.exitstatus = 1
+    else:
+        print(f"\nsecret scan: {len(logs)} logs checked, no test password or credential in any")
+
+
 class Result:
     def __init__(self, proc: subprocess.CompletedProcess) -> None:
         self.stdout = proc.stdout
         self.stderr = proc.stderr.decode("utf-8", "replace")
+        LOGS.append((" ".join(map(str, proc.args)), self.stderr))
         self.returncode = proc.returncode
         self.lines = proc.stdout.decode("utf-8", "replace").split("\r\n")[:-1]
 

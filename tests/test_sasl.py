@@ -101,6 +101,18 @@ def test_auth_requires_tls_on_plain_connection(smtp, cvm_socket):
     assert r.lines[-1] == "530 5.7.0 Must issue a STARTTLS command first."
 
 
+def test_credentials_sent_after_a_refused_auth_are_not_logged(smtp, cvm_socket):
+    """A client refused AUTH (here: TLS required) may send its base64 lines anyway, as commands."""
+    user, password = b64(DEMO), b64(PASSWORD)
+    plain = b64(f"\0{DEMO}\0{PASSWORD}")
+    r = smtp(f"EHLO x\r\nAUTH LOGIN\r\n{user}\r\n{password}\r\nAUTH PLAIN\r\n{plain}\r\nQUIT\r\n".encode(),
+             CVM_SASL_PLAIN=cvm_socket["module"], AUTH_REQUIRES_TLS="1")
+    assert r.codes == [220, 250, 530, 500, 500, 530, 500, 221]
+    assert "unrecognised command" in r.stderr
+    for secret in (PASSWORD, password, password.rstrip("="), user):
+        assert secret not in r.stderr
+
+
 def test_cvm_command_mode(cvm_socket):
     need("cvm-pwfile")
     os.environ["CVM_PWFILE_PATH"] = cvm_socket["pwfile"]

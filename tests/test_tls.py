@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, DEMO, PASSWORD, need, run_program
+from conftest import BIN, DEMO, LOGS, PASSWORD, need, run_program
 
 PLAIN = base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode()).decode()
 
@@ -45,7 +45,9 @@ class SocketChannel:
 
     def finish(self) -> tuple[int, str]:
         self.conn.close()
-        return self.proc.wait(10), self.proc.stderr.read().decode()
+        code, log = self.proc.wait(10), self.proc.stderr.read().decode()
+        LOGS.append(("socket session", log))
+        return code, log
 
 
 class PipeChannel:
@@ -100,8 +102,9 @@ class PipeChannel:
 
     def finish(self) -> tuple[int, str]:
         self.proc.stdin.close()
-        code = self.proc.wait(10)
-        return code, self.proc.stderr.read().decode()
+        code, log = self.proc.wait(10), self.proc.stderr.read().decode()
+        LOGS.append(("pipe session", log))
+        return code, log
 
 
 class Client:

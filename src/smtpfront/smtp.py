@@ -359,7 +359,8 @@ class Engine:
         verb = verb.upper()
         handler = self._COMMANDS.get(verb)
         if handler is None:
-            self.log.append(line)
+            # not the line itself: a client refused AUTH may go on to send its base64 credentials
+            self.log.append(f"unrecognised command ({len(line)} bytes)")
             return self._reply(NOT_IMPLEMENTED)
         if verb in ("MAIL", "RCPT"):
             self.log.append(line)
