@@ -286,3 +286,26 @@ def test_make_run_demo_and_ctrl_c(tmp_path):
     time.sleep(0.2)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
+    env = {"MAILRULES": str(EXAMPLES / "mailrules.sample"), "MAILRULES_CACHE": str(tmp_path),
+           "PATTERNS": str(EXAMPLES / "patterns.sample")}
+    r = smtp(b"MAIL FROM:<x@spam.example>\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<old-sales@example.org>\r\n"
+             b"RCPT TO:<migrating@example.org>\r\nRCPT TO:<postmaster@example.org>\r\nQUIT\r\n", **env)
+    assert r.lines[1:] == [
+        "553 Mail from this domain is not accepted (#5.7.1)",
+        "250 2.1.0 Sender accepted.",
+        "553 This address is no longer in use; write to sales@example.org (#5.1.1)",
+        "451 Mailbox is being moved; try again later (#4.2.1)",
+        "250 OK",  # k without a text, as in C mailfront
+        "221 2.0.0 Good bye.",
+    ]
+    envelope = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.org>\r\nDATA\r\n"
+    spam = smtp(envelope + b"Subject: get FREE MONEY now\r\n\r\nhi\r\n.\r\n", **env)
+    exe = smtp(envelope + b"Subject: tool\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAA\r\n.\r\n", **env)
+    fine = smtp(envelope + b"Subject: free money is a myth\r\n\r\nTVqQ in the middle\r\n.\r\n", **env)
+    assert spam.lines[-1] == "554 Message refused: looks like spam (#5.7.1)"
+    assert exe.lines[-1] == "554 Executable attachments are not accepted (#5.3.4)"
+    assert fine.codes[-1] == 250
+    assert len(queue.messages()) == 1
