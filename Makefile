@@ -9,6 +9,7 @@ $(BIN)/smtpfront-qmail: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/smtpfront-launchers $(BIN) >/dev/null  # -I -S launchers in place of pip's scripts
 	touch $@
 
 venv: $(BIN)/smtpfront-qmail

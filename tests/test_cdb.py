@@ -53,3 +53,20 @@ def test_many_keys(tmp_path):
     db = CDB(str(path))
     assert all(db.get(k) == b"" for k in list(records)[::997])
     assert db.get(b"host20000.example") is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.dictionaries(st.binary(min_size=1, max_size=20), st.binary(max_size=50), max_size=60))
+def test_written_cdb_reads_back_with_tinycdb_and_ours(tmp_path_factory, records):
+    from smtpfront.cdb import write_cdb
+
+    path = tmp_path_factory.mktemp("w") / "w.cdb"
+    write_cdb(str(path), records.items())
+    dumped = subprocess.run([need("cdb"), "-d", str(path)], capture_output=True, check=True).stdout
+    assert dumped == b"".join(b"+%d,%d:%s->%s\n" % (len(k), len(v), k, v) for k, v in records.items()) + b"\n"
+    ours = CDB(str(path))
+    for key, value in records.items():
+        assert ours.get(key) == value
+        if b"\0" not in key and not key.startswith(b"-"):  # an argument: no NUL, not an option
+            assert subprocess.run([need("cdb"), "-q", str(path), key], capture_output=True).stdout == value
+    assert ours.get(b"\xff" * 21) is None

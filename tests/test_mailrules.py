@@ -19,7 +19,7 @@ SELECTORS = ":sender\nk*@example.com:*:Welcome\nk*@example.net:*\nd*:*:Not from 
 
 
 def rules_of(text: str):
-    return mailrules.build(mailrules.parse(text))
+    return mailrules.build(text)
 
 
 def verdict(text: str, sender: str, recipient: str | None = None):
@@ -62,7 +62,7 @@ def test_selector_scopes_and_recipient_needs_both():
 
 
 def test_escapes():
-    rule = rules_of(r"k*:*:one\ntwo\: three\\\101\102")[0]
+    [rule] = rules_of(r"k*:*:one\ntwo\: three\\\101\102")
     assert rule.response == (250, "one\r\ntwo: three\\AB")
     with pytest.raises(mailrules.RulesError) as e:
         mailrules.parse("k*:*\nk*:*:bad\\12x", "f")
@@ -70,7 +70,7 @@ def test_escapes():
 
 
 def test_fields_databytes_relayclient_env():
-    rule = rules_of(r"k*:*@x.example:ok:1000:-suffix:RELAYCLIENT=,NOTE=a\,b")[0]
+    [rule] = rules_of(r"k*:*@x.example:ok:1000:-suffix:RELAYCLIENT=,NOTE=a\,b")
     assert (rule.databytes, rule.relayclient, rule.env) == (1000, "-suffix", (("RELAYCLIENT", ""), ("NOTE", "a,b")))
 
 
@@ -116,7 +116,7 @@ def test_cache_is_used_and_invalidated(tmp_path):
     cache.write_bytes(cache.read_bytes())  # still valid
     assert [r.line for r in mailrules.load(str(path))] == [r.line for r in first]
     path.write_text("d*:*:changed\n")
-    assert mailrules.load(str(path))[0].response == (553, "changed")
+    assert next(iter(mailrules.load(str(path)))).response == (553, "changed")
 
 
 def test_cache_dir_when_beside_is_not_writable(tmp_path):
@@ -227,3 +227,79 @@ def test_tool_test_names_the_deciding_line(tmp_path):
     assert "recipient <b@no.example>: line 6:" in out.stdout and "553 not there" in out.stdout
     out = tool("test", str(rules), "--sender", "a@other.org")
     assert "line 4" in out.stdout and out.returncode == 2
+
+
+PATTERNS = ["*", "*@a.example", "*@B.example", "x@a.example", "X@A.EXAMPLE", "*a*", "!*@a.example", "@a.example",
+            "*@*", "x*", "*@c@a.example", "noat", "[x]@a.example", "*.example"]
+ADDRESSES = ["x@a.example", "y@b.example", "X@A.example", "@a.example", "noat", "x@c@a.example", "", "z@c.example"]
+
+
+def linear(rules, applies_to, sender, recipient):
+    """The definition the index must agree with: every rule in file order."""
+    out = []
+    for rule in rules:
+        if rule.applies_to == applies_to and rule.matches(sender, recipient):
+            out.append(rule.line)
+            if rule.kind != mailrules.NOOP:
+                break
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(st.one_of(st.sampled_from([":sender", ":recipient"]),
+                       st.tuples(st.sampled_from("kdnp"), st.sampled_from(PATTERNS), st.sampled_from(PATTERNS))),
+             max_size=25),
+    st.sampled_from(ADDRESSES), st.sampled_from(ADDRESSES),
+)
+def test_index_agrees_with_a_linear_scan(lines, sender, recipient):
+    text = rules_text(lines)
+    rules = mailrules.build(text)
+    for applies_to, rcpt in ((mailrules.SENDER, None), (mailrules.RECIPIENT, recipient)):
+        indexed = [rule.line for rule in mailrules.decide(rules, applies_to, sender, rcpt)]
+        assert indexed == linear(rules, applies_to, sender, rcpt), text
+
+
+def test_index_keys():
+    assert mailrules.index_key("*@Example.ORG") == "@example.org"
+    assert mailrules.index_key("User@Example.org") == "user@example.org"
+    for unindexable in ("*", "!*@a.example", "[[@list]]", "*@a.*", "x?@a", "*@b@c", "*x@a.example"):
+        assert mailrules.index_key(unindexable) is None
+
+
+RULE_LINES = st.lists(
+    st.one_of(st.sampled_from([":sender", ":recipient", "# comment", ""]),
+              st.tuples(st.sampled_from("kdnp"), st.sampled_from(PATTERNS), st.sampled_from(PATTERNS))),
+    max_size=25,
+)
+
+
+def rules_text(lines) -> str:
+    return "".join(line + "\n" if isinstance(line, str) else f"{line[0]}{line[1]}:{line[2]}\n" for line in lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(RULE_LINES, st.sampled_from(ADDRESSES), st.sampled_from(ADDRESSES))
+def test_cached_index_agrees_with_the_text(tmp_path_factory, lines, sender, recipient):
+    path = tmp_path_factory.mktemp("r") / "rules"
+    path.write_text(rules_text(lines))
+    mailrules.load(str(path))  # writes the cache
+    cached = mailrules.load(str(path))
+    assert isinstance(cached.index, mailrules.CacheIndex)
+    fresh = mailrules.build(path.read_text())
+    for applies_to, rcpt in ((mailrules.SENDER, None), (mailrules.RECIPIENT, recipient)):
+        assert ([r.line for r in mailrules.decide(cached, applies_to, sender, rcpt)]
+                == [r.line for r in mailrules.decide(fresh, applies_to, sender, rcpt)]
+                == linear(fresh, applies_to, sender, rcpt))
+    assert [r.source for r in cached] == [r.source for r in fresh]
+
+
+def test_damaged_cache_is_rebuilt(tmp_path):
+    path = tmp_path / "rules"
+    path.write_text(CLASSIC)
+    mailrules.load(str(path))
+    cache = Path(str(path) + ".cache")
+    cache.write_bytes(cache.read_bytes()[:100])
+    rules = mailrules.load(str(path))  # the truncated cache is not trusted
+    assert [r.response for r in rules][-1] == (553, "Not from here")
+    assert isinstance(mailrules.load(str(path)).index, mailrules.CacheIndex)  # and it was written again

@@ -302,3 +302,25 @@ def test_program_runs_from_any_directory(base_env, tmp_path):
     r = run_program("smtpfront-qmail", b"QUIT\r\n", {**base_env, "PWD": str(tmp_path)})
     assert r.codes == [220, 221]
     assert os.path.isdir(tmp_path)
+
+
+def test_launchers_start_without_site_and_ignore_python_variables(smtp, tmp_path, base_env):
+    """The -I -S launchers (make venv installs them) behave as pip's scripts and can't be hijacked."""
+    import subprocess
+
+    from conftest import BIN
+
+    launchers = tmp_path / "bin"
+    launchers.mkdir()
+    subprocess.run([str(BIN / "smtpfront-launchers"), str(launchers)], check=True, capture_output=True)
+    first = (launchers / "smtpfront-qmail").read_text().splitlines()[0]
+    assert first.startswith("#!") and first.endswith(" -IS")
+    poison = tmp_path / "poison" / "smtpfront"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise SystemExit('hijacked')\n")
+    env = {**base_env, "PYTHONPATH": str(poison.parent), "PYTHONSTARTUP": str(poison / "__init__.py")}
+    fast = run_program(str(launchers / "smtpfront-qmail"), DIALOGUE, env)
+    with_site = subprocess.run([str(BIN / "python"), "-c", "from smtpfront.cli import qmail; qmail()"],
+                               input=DIALOGUE, env=base_env, capture_output=True).stdout.decode().split("\r\n")
+    assert [line.split(" qp ")[0] for line in fast.lines] == [line.split(" qp ")[0] for line in with_site[:-1]]
+    assert fast.codes == [220, 250, 250, 250, 354, 250, 221]

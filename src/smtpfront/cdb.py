@@ -1,4 +1,4 @@
-"""Reading constant databases (D. J. Bernstein's cdb format).
+"""Constant databases (D. J. Bernstein's cdb format): reading, and writing for our own caches.
 
 The file starts with 256 (position, length) pairs of 32-bit little-endian
 words, one per hash table; the hash is h = ((h << 5) + h) ^ c from 5381,
@@ -8,8 +8,12 @@ onwards; an empty slot (position 0) ends the search.
 
 from __future__ import annotations
 
-import os
-from struct import unpack_from
+import posix
+
+
+def _pair(data: bytes) -> tuple[int, int]:
+    """Two 32-bit little-endian words (int.from_bytes: struct would cost an import per connection)."""
+    return int.from_bytes(data[:4], "little"), int.from_bytes(data[4:8], "little")
 
 
 def cdb_hash(key: bytes) -> int:
@@ -24,29 +28,29 @@ class CDB:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
 
     def close(self) -> None:
-        os.close(self.fd)
+        posix.close(self.fd)
 
     def _read(self, pos: int, size: int) -> bytes:
-        data = os.pread(self.fd, size, pos)
+        data = posix.pread(self.fd, size, pos)
         if len(data) != size:
             raise OSError(f"{self.path}: truncated cdb file")
         return data
 
     def get(self, key: bytes) -> bytes | None:
         h = cdb_hash(key)
-        table_pos, slots = unpack_from("<II", self._read((h & 255) * 8, 8))
+        table_pos, slots = _pair(self._read((h & 255) * 8, 8))
         if not slots:
             return None
         slot = (h >> 8) % slots
         for _ in range(slots):
-            slot_hash, record = unpack_from("<II", self._read(table_pos + slot * 8, 8))
+            slot_hash, record = _pair(self._read(table_pos + slot * 8, 8))
             if not record:
                 return None
             if slot_hash == h:
-                klen, dlen = unpack_from("<II", self._read(record, 8))
+                klen, dlen = _pair(self._read(record, 8))
                 if klen == len(key) and self._read(record + 8, klen) == key:
                     return self._read(record + 8 + klen, dlen)
             slot = (slot + 1) % slots
@@ -54,3 +58,29 @@ class CDB:
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None
+
+
+def write_cdb(path: str, records) -> None:
+    """Write (key, value) byte pairs as a cdb file at `path` (the caller renames it into place)."""
+    tables: list[list[tuple[int, int]]] = [[] for _ in range(256)]
+    with open(path, "wb") as f:
+        f.write(bytes(2048))
+        pos = 2048
+        for key, value in records:
+            h = cdb_hash(key)
+            tables[h & 255].append((h, pos))
+            f.write(len(key).to_bytes(4, "little") + len(value).to_bytes(4, "little") + key + value)
+            pos += 8 + len(key) + len(value)
+        header = []
+        for entries in tables:
+            slots = [(0, 0)] * (2 * len(entries))
+            for h, record in entries:
+                i = (h >> 8) % len(slots)
+                while slots[i][1]:
+                    i = (i + 1) % len(slots)
+                slots[i] = (h, record)
+            header.append((pos, len(slots)))
+            f.write(b"".join(h.to_bytes(4, "little") + r.to_bytes(4, "little") for h, r in slots))
+            pos += 8 * len(slots)
+        f.seek(0)
+        f.write(b"".join(p.to_bytes(4, "little") + n.to_bytes(4, "little") for p, n in header))

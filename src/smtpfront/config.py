@@ -1,12 +1,21 @@
 """The one place that reads the environment.
 
-`Settings.from_environ(os.environ)` turns the variables of the UCSPI server,
+`Settings.from_environ(process_environ())` turns the variables of the UCSPI server,
 envdir and tcprules into one frozen object; every other module is handed what
 it needs from it.  A malformed number is a configuration error: the program
 answers 421 in place of the greeting rather than run with a limit it guessed.
 """
 
 from __future__ import annotations
+
+
+def process_environ() -> dict[str, str]:
+    """The process environment, decoded as os.environ does (without importing os)."""
+    import posix
+
+    return {
+        k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape") for k, v in posix.environ.items()
+    }
 
 
 class ConfigError(ValueError):

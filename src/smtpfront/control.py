@@ -7,9 +7,11 @@ address in that domain.  A `.cdb` file is looked up with lower-cased keys.
 
 from __future__ import annotations
 
-import os
+import posix
 
-from .cdb import CDB
+TYPE_CHECKING = False  # not typing's: importing typing costs several ms
+if TYPE_CHECKING:
+    from .cdb import CDB
 
 
 class ControlError(OSError):
@@ -32,6 +34,9 @@ def read_lines(path: str) -> list[str] | None:
 def open_cdb(path: str) -> CDB | None:
     """A cdb file for lookups, or None when it does not exist."""
     try:
+        posix.stat(path)
+        from .cdb import CDB  # only once there is one: most sites have no morercpthosts.cdb
+
         return CDB(path)
     except FileNotFoundError:
         return None
@@ -95,4 +100,4 @@ def cdb_list(path: str) -> CdbList | None:
 
 
 def control_path(qmail_home: str, name: str) -> str:
-    return os.path.join(qmail_home, "control", name)
+    return f"{qmail_home}/control/{name}"

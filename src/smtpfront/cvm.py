@@ -11,7 +11,7 @@ Modules are named `cvm-local:/socket`, `cvm-udp:host:port`,
 
 from __future__ import annotations
 
-import os
+import posix
 
 ACCOUNT, DOMAIN, PASSWORD, CHALLENGE, RESPONSE, SECRET = 1, 2, 3, 4, 5, 6
 FACT_NAMES = {
@@ -167,7 +167,7 @@ def exchange(module: str, request: bytes, timeout: float) -> bytes:
 
 def authenticate(module: str, credentials: list[tuple[int, bytes]], timeout: float) -> Result:
     """Ask a CVM; every failure to get a well-formed answer is TEMPORARY."""
-    nonce = os.urandom(8)
+    nonce = posix.urandom(8)
     try:
         request = build_request(nonce, credentials)
     except ValueError as e:

@@ -6,7 +6,7 @@ control characters are escaped so that a client can't forge a log line.
 
 from __future__ import annotations
 
-import os
+import posix
 
 
 def _clean(message: str) -> str:
@@ -17,12 +17,12 @@ def _clean(message: str) -> str:
 
 class Log:
     def __init__(self, name: str = "smtpfront", fd: int = 2) -> None:
-        self.prefix = f"{name}[{os.getpid()}]: "
+        self.prefix = f"{name}[{posix.getpid()}]: "
         self.fd = fd
 
     def __call__(self, message: str) -> None:
         line = (self.prefix + _clean(message) + "\n").encode("utf-8", "backslashreplace")
         try:
-            os.write(self.fd, line)
+            posix.write(self.fd, line)
         except OSError:
             pass  # a log that can't be written must not stop the mail

@@ -13,7 +13,7 @@ their recipient pattern is `*`, recipient rules otherwise.  Under
 :recipient, both patterns must match; under :sender the recipient pattern is
 ignored.  The first matching rule decides.
 
-`load` parses a file, caching the parse in a marshal file beside it (or
+`load` parses a file, caching an index of it in a cdb file beside it (or
 under $MAILRULES_CACHE) keyed on the file's identity, so that a process
 started per connection pays for parsing only when the rules change.
 """
@@ -21,14 +21,14 @@ started per connection pays for parsing only when the rules change.
 from __future__ import annotations
 
 import marshal
-import os
+import posix
 
 from .globs import Glob
 
 ACCEPT, REJECT, DEFER, NOOP, PASS = "k", "d", "z", "n", "p"
 DEFAULT_RESPONSES = {ACCEPT: (250, "OK"), REJECT: (553, "Rejected"), DEFER: (451, "Deferred")}
 SENDER, RECIPIENT = "sender", "recipient"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 3
 _COMMA = "\ue000"  # stands for an escaped comma until the fields are split
 
 
@@ -241,94 +241,258 @@ def parse(text: str, path: str = "<rules>", errors: list | None = None) -> list[
     return rules
 
 
-def build(parsed: list[tuple], lists: ListCache | None = None) -> list[Rule]:
-    lists = lists or ListCache()
-    patterns: dict[str, Pattern] = {}
+def index_key(pattern: str) -> str | None:
+    """What a pattern can be looked up by: the address itself, or "@domain" for `*@domain`; None for the rest."""
+    if pattern.startswith(("!", "[[")):
+        return None
+    key = pattern.lower()
+    if key.startswith("*@"):
+        key = key[1:]
+        if "@" in key[1:]:
+            return None
+    if any(c in key for c in "*?["):
+        return None
+    return key
 
-    def pattern(source: str) -> Pattern:
-        p = patterns.get(source)
-        if p is None:
-            p = patterns[source] = Pattern(source, lists)
-        return p
 
-    rules = []
-    for lineno, source, kind, applies_to, sender, recipient, response, databytes, relay, env in parsed:
+def build_index(parsed: list[tuple]) -> dict[str, tuple[list[int], dict[str, list[int]]]]:
+    """For each kind of rule, the line numbers that must always be tried and those found by index_key.
+
+    A sender rule is keyed by its sender pattern, a recipient rule by its recipient pattern.
+    """
+    index: dict[str, tuple[list[int], dict[str, list[int]]]] = {SENDER: ([], {}), RECIPIENT: ([], {})}
+    for rule in parsed:
+        lineno, applies_to = rule[0], rule[3]
+        generic, keyed = index[applies_to]
+        key = index_key(rule[4] if applies_to == SENDER else rule[5])
+        if key is None:
+            generic.append(lineno)
+        else:
+            keyed.setdefault(key, []).append(lineno)
+    return index
+
+
+class RuleSet:
+    """A rules file, indexed: only the rules that could match an address are parsed and tried.
+
+    A per-connection process may carry 10,000 rules and look at three of them,
+    so a rule line becomes a `Rule` only when it is first a candidate.  The
+    index is either built in memory or read record by record from the cache.
+    """
+
+    def __init__(self, path: str, index) -> None:
+        self.path = path
+        self.index = index  # a MemoryIndex or a CacheIndex
+        self.lists = ListCache()
+        self._rules: dict[int, Rule] = {}
+        self._patterns: dict[str, Pattern] = {}
+
+    def rule(self, lineno: int) -> Rule:
+        rule = self._rules.get(lineno)
+        if rule is None:
+            section = None
+            for at, name in self.index.selectors:
+                if at > lineno:
+                    break
+                section = name
+            parsed = parse_line(self.index.line(lineno).rstrip("\r"), lineno, self.path, section)
+            rule = self._rules[lineno] = self._make(parsed)
+        return rule
+
+    def _make(self, parsed: tuple) -> Rule:
+        lineno, source, kind, applies_to, sender, recipient, response, databytes, relay, env = parsed
         reply = None
         if kind in DEFAULT_RESPONSES:
             code, default = DEFAULT_RESPONSES[kind]
             reply = (code, response or default)
-        rules.append(
-            Rule(lineno, source, kind, applies_to, pattern(sender), pattern(recipient), reply, databytes, relay,
-                 env)
-        )
-    return rules
+        return Rule(lineno, source, kind, applies_to, self._pattern(sender), self._pattern(recipient), reply,
+                    databytes, relay, env)
+
+    def _pattern(self, source: str) -> Pattern:
+        pattern = self._patterns.get(source)
+        if pattern is None:
+            pattern = self._patterns[source] = Pattern(source, self.lists)
+        return pattern
+
+    def candidates(self, applies_to: str, address: str):
+        """The rules of that kind that could match `address`, in file order."""
+        address = address.lower()
+        domain = address[address.rindex("@") :] if "@" in address else address
+        hits = sorted({*self.index.keyed(applies_to, address), *self.index.keyed(applies_to, domain)})
+        i = 0
+        for lineno in self.index.generic(applies_to):
+            while i < len(hits) and hits[i] < lineno:
+                yield self.rule(hits[i])
+                i += 1
+            yield self.rule(lineno)
+        for lineno in hits[i:]:
+            yield self.rule(lineno)
+
+    def __iter__(self):
+        """Every rule, in file order."""
+        return (self.rule(lineno) for lineno in self.index.all())
 
 
-def missing_lists(parsed: list[tuple]) -> list[tuple[int, str]]:
-    """(line, path) of every text list a rule names that does not exist (cdb files may be missing)."""
+class MemoryIndex:
+    """The index of a rules text parsed by this process."""
+
+    def __init__(self, text: str, parsed: list[tuple]) -> None:
+        self.lines = text.splitlines()
+        self.selectors = _selectors(text)
+        self.lists = text_lists(parsed)
+        self._index = build_index(parsed)
+        self._all = [rule[0] for rule in parsed]
+
+    def line(self, lineno: int) -> str:
+        return self.lines[lineno - 1]
+
+    def generic(self, applies_to: str) -> list[int]:
+        return self._index[applies_to][0]
+
+    def keyed(self, applies_to: str, key: str) -> list[int]:
+        return self._index[applies_to][1].get(key, [])
+
+    def all(self) -> list[int]:
+        return self._all
+
+    def records(self, key: tuple):
+        """The cache file's (key, value) records: the same index, one record per lookup."""
+        yield b"meta", marshal.dumps((key, self.selectors, self.lists))
+        yield b"all", marshal.dumps(self._all)
+        for applies_to, (generic, keyed) in self._index.items():
+            tag = applies_to[0].encode()
+            yield b"g" + tag, marshal.dumps(generic)
+            for name, linenos in keyed.items():
+                yield b"k" + tag + name.encode("utf-8", "surrogateescape"), marshal.dumps(linenos)
+        for lineno in self._all:
+            yield b"l%d" % lineno, self.line(lineno).encode("utf-8", "surrogateescape")
+
+
+class CacheIndex:
+    """The index read from the cache (a cdb file): a lookup reads a few records, not the whole file."""
+
+    def __init__(self, cdb, selectors: list[tuple[int, str]], lists: list[tuple[int, str]]) -> None:
+        self.cdb = cdb
+        self.selectors = selectors
+        self.lists = lists
+
+    def _get(self, key: bytes):
+        data = self.cdb.get(key)
+        if data is None:
+            raise OSError(f"{self.cdb.path}: record {key!r} is missing")
+        return data
+
+    def line(self, lineno: int) -> str:
+        return self._get(b"l%d" % lineno).decode("utf-8", "surrogateescape")
+
+    def generic(self, applies_to: str) -> list[int]:
+        return marshal.loads(self._get(b"g" + applies_to[0].encode()))
+
+    def keyed(self, applies_to: str, key: str) -> list[int]:
+        data = self.cdb.get(b"k" + applies_to[0].encode() + key.encode("utf-8", "surrogateescape"))
+        return [] if data is None else marshal.loads(data)
+
+    def all(self) -> list[int]:
+        return marshal.loads(self._get(b"all"))
+
+
+def build(text: str, path: str = "<rules>") -> RuleSet:
+    """Parse a rules file's text (raising RulesError) into an indexed RuleSet."""
+    return RuleSet(path, MemoryIndex(text, parse(text, path)))
+
+
+def _selectors(text: str) -> list[tuple[int, str]]:
+    return [(lineno, line[1:].strip().lower()) for lineno, line in enumerate(text.splitlines(), 1)
+            if line.startswith(":")]
+
+
+def text_lists(parsed: list[tuple]) -> list[tuple[int, str]]:
+    """(line, path) of every text list a rule names (a missing cdb file matches nothing; a text list must exist)."""
     out = []
     for rule in parsed:
         for source in (rule[4], rule[5]):
             body = source.lstrip("!")
             if body.startswith("[["):
                 path = body[2:-2].lstrip("@")
-                if not path.endswith(".cdb") and not os.path.exists(path):
+                if not path.endswith(".cdb"):
                     out.append((rule[0], path))
     return out
 
 
+def missing_lists(named: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    return [(lineno, path) for lineno, path in named if not _exists(path)]
+
+
+def _exists(path: str) -> bool:
+    try:
+        posix.stat(path)
+    except OSError:
+        return False
+    return True
+
+
 def _cache_path(path: str, cache_dir: str | None) -> str:
     if cache_dir:
-        return os.path.join(cache_dir, os.path.abspath(path).replace("/", "%") + ".cache")
+        absolute = path if path.startswith("/") else f"{posix.getcwd()}/{path}"
+        return f"{cache_dir}/{absolute.replace('/', '%')}.cache"
     return path + ".cache"
 
 
-def load(path: str, cache_dir: str | None = None) -> list[Rule]:
+def load(path: str, cache_dir: str | None = None) -> RuleSet:
     """Read, parse and check a rules file, through the cache when it is current."""
     try:
         with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
+            st = posix.fstat(f.fileno())
             key = (_CACHE_VERSION, st.st_ino, st.st_size, st.st_mtime_ns)
             cache = _cache_path(path, cache_dir)
-            parsed = _read_cache(cache, key)
-            if parsed is None:
-                parsed = parse(f.read().decode("utf-8", "surrogateescape"), path)
-                _write_cache(cache, key, parsed)
+            index = _open_cache(cache, key)
+            if index is None:
+                text = f.read().decode("utf-8", "surrogateescape")
+                index = MemoryIndex(text, parse(text, path))
+                _write_cache(cache, key, index)
     except OSError as e:
         raise RulesError(path, 0, f"cannot read: {e.strerror}") from None
-    for lineno, list_path in missing_lists(parsed):
+    for lineno, list_path in missing_lists(index.lists):
         raise RulesError(path, lineno, f"list file {list_path} does not exist")
-    return build(parsed)
+    return RuleSet(path, index)
 
 
-def _read_cache(cache: str, key: tuple):
+def _open_cache(cache: str, key: tuple) -> CacheIndex | None:
+    from .cdb import CDB
+
     try:
-        with open(cache, "rb") as f:
-            stored_key, parsed = marshal.load(f)
-    except (OSError, EOFError, ValueError, TypeError):
+        cdb = CDB(cache)
+    except OSError:
         return None
-    return parsed if stored_key == key else None
-
-
-def _write_cache(cache: str, key: tuple, parsed: list[tuple]) -> None:
-    """Best effort: the rules work without a cache, e.g. in a read-only directory."""
-    tmp = f"{cache}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            marshal.dump((key, parsed), f)
-        os.replace(tmp, cache)
+        stored_key, selectors, lists = marshal.loads(cdb.get(b"meta"))
+    except (OSError, EOFError, ValueError, TypeError):
+        stored_key = None
+    if stored_key != key:
+        cdb.close()
+        return None
+    return CacheIndex(cdb, selectors, lists)
+
+
+def _write_cache(cache: str, key: tuple, index: MemoryIndex) -> None:
+    """Best effort: the rules work without a cache, e.g. in a read-only directory."""
+    from .cdb import write_cdb
+
+    tmp = f"{cache}.{posix.getpid()}.tmp"
+    try:
+        write_cdb(tmp, index.records(key))
+        posix.replace(tmp, cache)
     except OSError:
         try:
-            os.unlink(tmp)
+            posix.unlink(tmp)
         except OSError:
             pass
 
 
-def decide(rules: list[Rule], applies_to: str, sender: str, recipient: str | None):
+def decide(rules: RuleSet, applies_to: str, sender: str, recipient: str | None):
     """The matching rules in order, up to and including the first that is not `n`."""
-    for rule in rules:
-        if rule.applies_to != applies_to:
-            continue
+    keyed_by = sender if applies_to == SENDER else recipient or ""
+    for rule in rules.candidates(applies_to, keyed_by):
         if rule.matches(sender, recipient if applies_to == RECIPIENT else None):
             yield rule
             if rule.kind != NOOP:

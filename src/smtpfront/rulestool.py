@@ -26,7 +26,7 @@ def check(path: str) -> int:
     for e in errors:
         print(e)
     problems = len(errors)
-    for lineno, list_path in mailrules.missing_lists(parsed):
+    for lineno, list_path in mailrules.missing_lists(mailrules.text_lists(parsed)):
         print(f"{path}:{lineno}: list file {list_path} does not exist")
         problems += 1
     catch_all: dict[str, int] = {}

@@ -12,7 +12,7 @@ Never log a password or what encodes one.
 from __future__ import annotations
 
 import binascii
-import os
+import posix
 
 from . import cvm
 from .smtp import Reply
@@ -89,7 +89,8 @@ class Authenticator:
                 ASK_USERNAME, self._login_user
             )
         if mechanism == "CRAM-MD5" and "CRAM-MD5" in self.modules:
-            self.challenge = f"<{binascii.hexlify(os.urandom(8)).decode()}.{os.getpid()}@{self.settings.local_host}>"
+            nonce = binascii.hexlify(posix.urandom(8)).decode()
+            self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
             return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
         self.log(f"AUTH {mechanism} failed: unknown mechanism")
         return UNKNOWN_MECHANISM
@@ -146,8 +147,9 @@ class Authenticator:
         name = login.decode("utf-8", "surrogateescape")
         if not login or b"\0" in login:
             return self._failed(session, login, BAD_CREDENTIALS)
-        throttle_keys = self._throttle_keys(name)
+        throttle_keys: list[str] = []
         if self.throttle is not None:
+            throttle_keys = self.throttle.keys(self.settings.remote_ip, name)
             refused = self.throttle.check(throttle_keys, self.sleep)
             if refused:
                 self.log(f"AUTH {self.mechanism} refused for {name}: throttled")
@@ -168,11 +170,6 @@ class Authenticator:
         if self.throttle is not None:
             self.throttle.record_failure(throttle_keys)
         return self._failed(session, login, BAD_CREDENTIALS)
-
-    def _throttle_keys(self, name: str) -> list[str]:
-        from .throttle import network_key
-
-        return [network_key(self.settings.remote_ip), "user:" + name.lower()]
 
     def _failed(self, session, login: bytes, reply: Reply) -> Reply:
         self.failures += 1

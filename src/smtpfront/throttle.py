@@ -40,6 +40,11 @@ class Throttle:
         self.directory = directory
         self.clock = clock
 
+    @staticmethod
+    def keys(remote_ip: str, login: str) -> list[str]:
+        """What a failure counts against: the client's network and the login."""
+        return [network_key(remote_ip), "user:" + login.lower()]
+
     def _path(self, key: str) -> str:
         return os.path.join(self.directory, hashlib.sha256(key.encode()).hexdigest()[:32])
 

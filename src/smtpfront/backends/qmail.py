@@ -8,7 +8,7 @@ be queued is stopped by killing the child before its envelope pipe closes.
 
 from __future__ import annotations
 
-import os
+import posix
 import select
 import time
 
@@ -68,30 +68,30 @@ class QmailQueue(Backend):
         self.size = 0
         self.failed = False
         self.deadline = time.monotonic() + self.timeout
-        msg_r, self.msg_w = os.pipe()
-        env_r, self.env_w = os.pipe()
+        msg_r, self.msg_w = posix.pipe()
+        env_r, self.env_w = posix.pipe()
         try:
-            self.pid = os.posix_spawn(
+            self.pid = posix.posix_spawn(
                 self.program,
                 [self.program],
                 {**self.environ, **env},
-                file_actions=[(os.POSIX_SPAWN_DUP2, msg_r, 0), (os.POSIX_SPAWN_DUP2, env_r, 1)],
+                file_actions=[(posix.POSIX_SPAWN_DUP2, msg_r, 0), (posix.POSIX_SPAWN_DUP2, env_r, 1)],
             )
         except OSError:
-            os.close(self.msg_w)
-            os.close(self.env_w)
+            posix.close(self.msg_w)
+            posix.close(self.env_w)
             raise BackendError(CANNOT_START) from None
         finally:
-            os.close(msg_r)
-            os.close(env_r)
-        os.set_blocking(self.msg_w, False)
-        os.set_blocking(self.env_w, False)
+            posix.close(msg_r)
+            posix.close(env_r)
+        posix.set_blocking(self.msg_w, False)
+        posix.set_blocking(self.env_w, False)
 
     def _write_all(self, fd: int, data: bytes) -> bool:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(fd, view) :]
+                view = view[posix.write(fd, view) :]
             except BlockingIOError:
                 left = self.deadline - time.monotonic()
                 if left <= 0 or not select.select([], [fd], [], left)[1]:
@@ -106,18 +106,18 @@ class QmailQueue(Backend):
             self.size += len(block)
 
     def finish(self) -> Reply:
-        os.close(self.msg_w)
+        posix.close(self.msg_w)
         # the envelope is written only after the whole message went through
         if not self.failed:
             self.failed = not self._write_all(self.env_w, self.envelope)
-        os.close(self.env_w)
+        posix.close(self.env_w)
         status = self._wait()
         pid, self.pid = self.pid, 0
         if status is None:
             return HUNG
-        if os.WIFSIGNALED(status):
+        if posix.WIFSIGNALED(status):
             return CRASHED
-        code = os.WEXITSTATUS(status)
+        code = posix.WEXITSTATUS(status)
         if code:
             return exit_reply(code, self.errmsg)
         if self.failed:
@@ -127,12 +127,12 @@ class QmailQueue(Backend):
     def _wait(self) -> int | None:
         pause = 0.0005
         while True:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            pid, status = posix.waitpid(self.pid, posix.WNOHANG)
             if pid:
                 return status
             if time.monotonic() > self.deadline:
-                os.kill(self.pid, SIGKILL)
-                os.waitpid(self.pid, 0)
+                posix.kill(self.pid, SIGKILL)
+                posix.waitpid(self.pid, 0)
                 return None
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
@@ -141,8 +141,8 @@ class QmailQueue(Backend):
         if not self.pid:
             return
         # killed before its envelope pipe closes, qmail-queue can't commit
-        os.kill(self.pid, SIGKILL)
-        os.close(self.msg_w)
-        os.close(self.env_w)
-        os.waitpid(self.pid, 0)
+        posix.kill(self.pid, SIGKILL)
+        posix.close(self.msg_w)
+        posix.close(self.env_w)
+        posix.waitpid(self.pid, 0)
         self.pid = 0

@@ -8,7 +8,7 @@ message.
 
 from __future__ import annotations
 
-import os
+import posix
 import time
 
 from ..smtp import Reply
@@ -19,8 +19,8 @@ CANNOT_WRITE = Reply(451, "4.3.0 Write error (queue full?).")
 
 class QueueDir(Backend):
     def __init__(self, root: str, tmp: str, dest: str, nosync: bool, log) -> None:
-        self.tmp = os.path.join(root, tmp)
-        self.dest = os.path.join(root, dest)
+        self.tmp = f"{root}/{tmp}"
+        self.dest = f"{root}/{dest}"
         self.nosync = nosync
         self.log = log
         self.seq = 0
@@ -28,11 +28,11 @@ class QueueDir(Backend):
 
     def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
         self.seq += 1
-        self.name = f"{time.time_ns()}.{os.getpid()}.{self.seq}"
-        self.path = os.path.join(self.tmp, self.name)
+        self.name = f"{time.time_ns()}.{posix.getpid()}.{self.seq}"
+        self.path = f"{self.tmp}/{self.name}"
         data = "".join(a + "\0" for a in [sender, *recipients]).encode("utf-8", "surrogateescape") + b"\0"
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.fd = posix.open(self.path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
         except OSError as e:
             self.log(f"queuedir: cannot create {self.path}: {e.strerror}")
             raise BackendError(CANNOT_WRITE) from None
@@ -46,7 +46,7 @@ class QueueDir(Backend):
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self.fd, view) :]
+                view = view[posix.write(self.fd, view) :]
         except OSError as e:
             self.error = e
 
@@ -59,16 +59,16 @@ class QueueDir(Backend):
             if self.error is not None:
                 raise self.error
             if not self.nosync:
-                os.fsync(self.fd)
-            os.close(self.fd)
+                posix.fsync(self.fd)
+            posix.close(self.fd)
             self.fd = -1
-            os.rename(self.path, os.path.join(self.dest, self.name))
+            posix.rename(self.path, f"{self.dest}/{self.name}")
             if not self.nosync:
-                dirfd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
+                dirfd = posix.open(self.dest, posix.O_RDONLY | posix.O_DIRECTORY)
                 try:
-                    os.fsync(dirfd)
+                    posix.fsync(dirfd)
                 finally:
-                    os.close(dirfd)
+                    posix.close(dirfd)
         except OSError as e:
             self.log(f"queuedir: cannot queue {self.path}: {e.strerror}")
             self.abort()
@@ -77,9 +77,9 @@ class QueueDir(Backend):
 
     def abort(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            posix.close(self.fd)
             self.fd = -1
             try:
-                os.unlink(self.path)
+                posix.unlink(self.path)
             except OSError:
                 pass
