@@ -4,7 +4,10 @@ session:    a full AUTH session through smtpfront-qmail and through the C
             smtpfront-qmail, each divided by a bare `python3 -I -S -c pass`
 throughput: messages of 1, 10 and 100 MB through smtpfront-queuedir and the C
             `mailfront smtp queuedir accept`, MB/s and peak RSS
-rules:      session start-up with a 10,000-line MAILRULES file (cached parse)
+rules:      session start-up with a 10,000-line MAILRULES file (cached parse), and
+            with a 100,000-entry morercpthosts.cdb
+concurrency: sessions per second under `tcpserver -c 40` with 40 parallel
+            clients, smtpfront-qmail against the C smtpfront-qmail
 tls:        EHLO/QUIT against EHLO/STARTTLS/EHLO/QUIT over a socket, and the
             server side's own cost: context set-up and handshake in one process
 """
@@ -25,25 +28,50 @@ RUNS = int(os.environ.get("BENCH_RUNS", "20"))
 PASSWORD = "bench-password"
 
 
-def timed(argv: list[str], data, env: dict[str, str]) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of one run fed `data` (bytes, or a list of bytes) on stdin."""
-    with tempfile.TemporaryFile() as stdin:
-        for part in data if isinstance(data, list) else [data]:
-            stdin.write(part)
-        stdin.seek(0)
+def _stdin(data) -> tempfile.TemporaryFile:
+    stdin = tempfile.TemporaryFile()
+    for part in data if isinstance(data, list) else [data]:
+        stdin.write(part)
+    stdin.seek(0)
+    return stdin
+
+
+def timed(argv: list[str], data, env: dict[str, str]) -> float:
+    """Wall time of one run fed `data` (bytes, or a list of bytes) on stdin."""
+    with _stdin(data) as stdin:
         start = time.perf_counter()
+        subprocess.run(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        return time.perf_counter() - start
+
+
+def peak_rss(argv: list[str], data, env: dict[str, str]) -> int:
+    """The program's own peak RSS in KiB: VmHWM, read until it exits.
+
+    (ru_maxrss would not do: a child's figure includes the pages it had before
+    exec, i.e. this harness's.)  VmHWM only grows, so the last reading is the peak.
+    """
+    with _stdin(data) as stdin:
         proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss
+        peak = 0
+        while True:
+            try:
+                with open(f"/proc/{proc.pid}/status") as status:
+                    fields = dict(line.split(":", 1) for line in status if ":" in line)
+            except OSError:
+                break
+            if "VmHWM" not in fields:  # exited, not yet reaped
+                break
+            peak = max(peak, int(fields["VmHWM"].split()[0]))
+            time.sleep(0.001)
+        proc.wait()
+    return peak
 
 
 def median_interleaved(cases: dict[str, tuple[list[str], bytes, dict]], runs: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
         for name, (argv, data, env) in cases.items():
-            times[name].append(timed(argv, data, env)[0])
+            times[name].append(timed(argv, data, env))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
@@ -90,7 +118,6 @@ def throughput_bench(tmp: Path) -> None:
         block = line * 1024
         blocks = mb * 1024 * 1024 // len(block)
         size = blocks * len(block)
-        # as a list of blocks: the harness itself stays small, so forked children measure their own RSS
         data = [b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\n"] + [block] * blocks
         data.append(b".\r\nQUIT\r\n")
         row = []
@@ -98,8 +125,8 @@ def throughput_bench(tmp: Path) -> None:
                            ("C", ["/usr/sbin/mailfront", "smtp", "queuedir", "accept"])):
             if not os.path.exists(argv[0]):
                 continue
-            best = min((timed(argv, data, env) for _ in range(3)), key=lambda r: r[0])
-            row.append((name, size / best[0] / 1e6, best[1] / 1024))
+            best = min(timed(argv, data, env) for _ in range(3))
+            row.append((name, size / best / 1e6, peak_rss(argv, data, env) / 1024))
             for f in (q / "new").iterdir():
                 f.unlink()
         text = "   ".join(f"{n}: {mbps:6.0f} MB/s, peak RSS {rss:5.1f} MB" for n, mbps, rss in row)
@@ -124,6 +151,76 @@ def rules_bench(tmp: Path) -> None:
     print(f"rules: session {result['no rules'] * 1000:.1f} ms without, {result['10,000 rules'] * 1000:.1f} ms with "
           f"10,000 rules (+{(result['10,000 rules'] / result['no rules'] - 1) * 100:.0f}%, cached parse); "
           f"uncached parse {parse * 1000:.0f} ms")
+
+
+def morercpthosts_bench(tmp: Path) -> None:
+    from smtpfront.cdb import write_cdb
+
+    home = tmp / "morercpt"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    write_cdb(str(home / "control" / "morercpthosts.cdb"), ((f"host{i}.example".encode(), b"") for i in range(100_000)))
+    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(home)}
+    session = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@host99999.example>\r\nQUIT\r\n"
+    prog = [str(BIN / "smtpfront-qmail")]
+    plain = {**env, "QMAILHOME": str(tmp / "plain")}
+    (tmp / "plain" / "control").mkdir(parents=True)
+    (tmp / "plain" / "control" / "rcpthosts").write_text("example.org\nhost99999.example\n")
+    result = median_interleaved({"rcpthosts": (prog, session, plain), "morercpthosts": (prog, session, env)}, RUNS)
+    print(f"morercpthosts.cdb: session {result['rcpthosts'] * 1000:.1f} ms with the domain in rcpthosts, "
+          f"{result['morercpthosts'] * 1000:.1f} ms found in a 100,000-entry cdb "
+          f"({(result['morercpthosts'] / result['rcpthosts'] - 1) * 100:+.0f}%)")
+
+
+def concurrency_bench(tmp: Path, sessions: int = 800, clients: int = 40) -> None:
+    """Sessions per second through tcpserver -c 40 with `clients` parallel clients."""
+    import socket
+    import threading
+
+    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp / "plain"), "QMAILQUEUE": "/bin/true"}
+    dialogue = (b"EHLO bench\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
+                b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+    print(f"concurrency (tcpserver -c 40, {clients} clients, {sessions} sessions):")
+    rates = {}
+    for name, program in (("smtpfront", str(BIN / "smtpfront-qmail")), ("C", "/usr/sbin/smtpfront-qmail")):
+        if not os.path.exists(program):
+            continue
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "-c", "40", "127.0.0.1", str(port),
+                                   program], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        remaining = [sessions]
+        lock = threading.Lock()
+        failures = []
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if remaining[0] == 0:
+                        return
+                    remaining[0] -= 1
+                with socket.create_connection(("127.0.0.1", port)) as conn:
+                    conn.sendall(dialogue)
+                    reply = b""
+                    while chunk := conn.recv(4096):
+                        reply += chunk
+                if b"221 " not in reply:
+                    failures.append(reply)
+
+        start = time.perf_counter()
+        threads = [threading.Thread(target=client) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rates[name] = sessions / (time.perf_counter() - start)
+        server.terminate()
+        server.wait()
+        print(f"  {name:10} {rates[name]:7.0f} sessions/s" + (f"  ({len(failures)} failed)" if failures else ""))
+    if len(rates) == 2:
+        print(f"  ratio {rates['smtpfront'] / rates['C']:.2f}")
 
 
 def tls_session(argv: list[str], env: dict[str, str], context) -> float:
@@ -187,6 +284,8 @@ def main() -> None:
         tmp = Path(d)
         session_bench(tmp)
         rules_bench(tmp)
+        morercpthosts_bench(tmp)
+        concurrency_bench(tmp)
         tls_bench(tmp)
         throughput_bench(tmp)
 
