@@ -172,10 +172,41 @@ def morercpthosts_bench(tmp: Path) -> None:
           f"({(result['morercpthosts'] / result['rcpthosts'] - 1) * 100:+.0f}%)")
 
 
+def drive_clients(port: int, dialogue: bytes, sessions: int, clients: int) -> tuple[float, int]:
+    """Sessions per second with `clients` threads sharing `sessions` connections; and how many failed."""
+    import socket
+    import threading
+
+    remaining = [sessions]
+    lock = threading.Lock()
+    failures = []
+
+    def client() -> None:
+        while True:
+            with lock:
+                if remaining[0] == 0:
+                    return
+                remaining[0] -= 1
+            with socket.create_connection(("127.0.0.1", port)) as conn:
+                conn.sendall(dialogue)
+                reply = b""
+                while chunk := conn.recv(4096):
+                    reply += chunk
+            if b"221 " not in reply:
+                failures.append(reply)
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sessions / (time.perf_counter() - start), len(failures)
+
+
 def concurrency_bench(tmp: Path, sessions: int = 800, clients: int = 40) -> None:
     """Sessions per second through tcpserver -c 40 with `clients` parallel clients."""
     import socket
-    import threading
 
     env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp / "plain"), "QMAILQUEUE": "/bin/true"}
     dialogue = (b"EHLO bench\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
@@ -191,34 +222,10 @@ def concurrency_bench(tmp: Path, sessions: int = 800, clients: int = 40) -> None
         server = subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "-c", "40", "127.0.0.1", str(port),
                                    program], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
-        remaining = [sessions]
-        lock = threading.Lock()
-        failures = []
-
-        def client() -> None:
-            while True:
-                with lock:
-                    if remaining[0] == 0:
-                        return
-                    remaining[0] -= 1
-                with socket.create_connection(("127.0.0.1", port)) as conn:
-                    conn.sendall(dialogue)
-                    reply = b""
-                    while chunk := conn.recv(4096):
-                        reply += chunk
-                if b"221 " not in reply:
-                    failures.append(reply)
-
-        start = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        rates[name] = sessions / (time.perf_counter() - start)
+        rates[name], failed = drive_clients(port, dialogue, sessions, clients)
         server.terminate()
         server.wait()
-        print(f"  {name:10} {rates[name]:7.0f} sessions/s" + (f"  ({len(failures)} failed)" if failures else ""))
+        print(f"  {name:10} {rates[name]:7.0f} sessions/s" + (f"  ({failed} failed)" if failed else ""))
     if len(rates) == 2:
         print(f"  ratio {rates['smtpfront'] / rates['C']:.2f}")
 
