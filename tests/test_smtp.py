@@ -186,6 +186,25 @@ def test_overlong_command_line_is_refused_once():
     assert replies(e) == ["500 5.5.2 Line too long.", "250 2.3.0 OK"]
 
 
+def test_recipients_per_message_are_bounded():
+    e = Engine()
+    many = b"".join(b"RCPT TO:<u%d@example.org>\r\n" % i for i in range(smtp.MAX_RECIPIENTS + 2))
+    events = feed(e, b"MAIL FROM:<a@b.example>\r\n" + many + b"RSET\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@y>\r\n")
+    out = replies(e)
+    assert sum(isinstance(ev, smtp.Rcpt) for ev in events) == smtp.MAX_RECIPIENTS + 1  # the next message starts afresh
+    assert out[smtp.MAX_RECIPIENTS + 1 : smtp.MAX_RECIPIENTS + 3] == ["452 4.5.3 Too many recipients."] * 2
+    assert out[-1] == "250 2.1.0 ok"
+
+
+def test_commands_per_session_are_bounded():
+    e = Engine()
+    events = feed(e, b"NOOP\r\n" * (smtp.MAX_COMMANDS + 5))
+    out = replies(e)
+    assert out[:-1] == ["250 2.3.0 OK"] * smtp.MAX_COMMANDS
+    assert out[-1] == "421 4.7.0 Too many commands; closing connection."
+    assert events[-1] == smtp.Closed(in_data=False, exit_code=1)
+
+
 def test_maxnotimpl_closes_with_503():
     e = Engine(max_notimpl=2)
     events = feed(e, b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")

@@ -135,6 +135,34 @@ def start_tls(transport, server, settings: Settings, log: Log):
     return tls
 
 
+def read_proxy_header(transport, settings: Settings, log: Log):
+    """(settings for the client the PROXY header names, bytes after the header); None to close silently."""
+    from .proxy import ProxyError, parse
+
+    data = b""
+    while True:
+        try:
+            found = parse(data)
+        except ProxyError as e:
+            log(f"PROXY protocol: {e}; closing without a reply")
+            return None
+        if found is not None:
+            break
+        chunk = transport.read(settings.timeout)
+        if not chunk:
+            log("PROXY protocol: no header before " + ("end of input" if chunk == b"" else "the timeout"))
+            return None
+        data += chunk
+    addresses, size = found
+    if addresses is not None:
+        if settings.relayclient is not None:
+            log("PROXY protocol: RELAYCLIENT from the environment is for the balancer; ignored")
+        settings = settings.proxied(addresses.remote_ip, addresses.remote_port, addresses.local_ip,
+                                    addresses.local_port)
+        log(f"PROXY protocol: client {addresses.remote_ip} port {addresses.remote_port}")
+    return settings, data[size:]
+
+
 class Transport:
     """The client's bytes: plain file descriptors (tcpserver's socket, or two pipes)."""
 
@@ -143,9 +171,13 @@ class Transport:
         self.fd_out = fd_out
         self.bytes_in = 0
         self.bytes_out = 0
+        self.unread = b""  # read, but not yet given out (what came after a PROXY header)
 
     def read(self, timeout: float) -> bytes | None:
         """Client bytes, b'' at end of input, None when nothing came within `timeout`."""
+        if self.unread:
+            data, self.unread = self.unread, b""
+            return data
         import select
 
         try:
@@ -236,6 +268,12 @@ def run(backend_name: str) -> int:
     transport = Transport()
     try:
         settings = Settings.from_environ(process_environ())
+        if settings.proxy_protocol:
+            proxied = read_proxy_header(transport, settings, log)
+            if proxied is None:
+                log(f"bytes in: {transport.bytes_in} bytes out: 0")
+                return 1
+            settings, transport.unread = proxied
         handlers = build_handlers(settings, log)
         backend = build_backend(backend_name, settings, log)
         auth = build_auth(settings, log)

@@ -92,6 +92,7 @@ class Settings:
         "tls_ciphers",
         "tls_min_version",
         "smtps",
+        "proxy_protocol",
     )
 
     def __init__(self, **values: object) -> None:
@@ -105,6 +106,20 @@ class Settings:
         values = {name: getattr(self, name) for name in self.__slots__}
         values.update(changes)
         return Settings(**values)
+
+    def proxied(self, remote_ip: str, remote_port: str, local_ip: str, local_port: str) -> Settings:
+        """The settings for the client a PROXY header names, in place of the balancer tcpserver saw.
+
+        The balancer's host name and ident answer go, and so does a RELAYCLIENT:
+        tcprules granted it to the balancer's address, not to this client.
+        """
+        p = self.proto
+        environ = {name: value for name, value in self.environ.items()
+                   if name not in (p + "REMOTEHOST", p + "REMOTEINFO", "RELAYCLIENT")}
+        environ.update({p + "REMOTEIP": remote_ip, p + "REMOTEPORT": remote_port, p + "LOCALIP": local_ip,
+                        p + "LOCALPORT": local_port})
+        return self.replace(environ=environ, remote_ip=remote_ip, remote_port=remote_port, local_ip=local_ip,
+                            local_port=local_port, remote_host="", remote_info="", relayclient=None)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> Settings:
@@ -186,4 +201,5 @@ class Settings:
             tls_ciphers=env.get("TLS_CIPHERS") or None,
             tls_min_version=tls_min_version,
             smtps="SMTPS" in env,
+            proxy_protocol="PROXY_PROTOCOL" in env,
         )

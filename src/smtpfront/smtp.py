@@ -70,10 +70,14 @@ BYE = Reply(221, "2.0.0 Good bye.")
 ALREADY_AUTHENTICATED = Reply(503, "5.5.1 You are already authenticated.")
 AUTH_IN_TRANSACTION = Reply(503, "5.5.1 AUTH is not permitted during a mail transaction.")
 TLS_ALREADY = Reply(503, "5.5.1 TLS is already active.")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3 Too many recipients.")
+TOO_MANY_COMMANDS = Reply(421, "4.7.0 Too many commands; closing connection.")
 
 MAX_COMMAND_LINE = 1000  # RFC 5321 asks for 512; leave room for ESMTP parameters
 MAX_AUTH_LINE = 12288  # RFC 4954 section 4
 DATA_HOLD = 65536  # a body line longer than this is passed on in pieces
+MAX_RECIPIENTS = 1000  # per message, whatever MAXRCPTS says; RFC 5321 asks for at least 100
+MAX_COMMANDS = 10000  # per session; a legitimate session sends a few per message
 
 
 # ---- events -------------------------------------------------------------
@@ -245,6 +249,7 @@ class Engine:
         self.mode = COMMAND
         self.max_notimpl = max_notimpl
         self.notimpl = 0
+        self.commands = 0
         self.crlf_client = False  # has the client ever ended a line with CRLF?
         self.has_sender = False
         self.recipients = 0
@@ -355,6 +360,9 @@ class Engine:
     # -- commands --------------------------------------------------------
 
     def _command(self, line: str) -> Event | None:
+        self.commands += 1
+        if self.commands > MAX_COMMANDS:
+            return self._reply(TOO_MANY_COMMANDS)
         verb, _, arg = line.partition(" ")
         verb = verb.upper()
         handler = self._COMMANDS.get(verb)
@@ -387,6 +395,8 @@ class Engine:
         parsed = parse_path(arg, "TO:")
         if parsed is None:
             return self._reply(BAD_ADDRESS)
+        if self.recipients >= MAX_RECIPIENTS:
+            return self._reply(TOO_MANY_RECIPIENTS)
         return Rcpt(*parsed)
 
     def _data(self, arg: str) -> Event | None:
