@@ -135,3 +135,77 @@ def test_fuzzed_sessions_never_crash(base_env, cvm_socket, queue):
         LOGS.append(("fuzz", proc.stderr.decode("utf-8", "replace")))
     assert len(queue.messages()) == accepted
     print(f"fuzz: {len(sessions)} sessions, {accepted} messages accepted and queued")
+
+
+# -- checks that cannot be made: always 4xx, never acceptance -------------------
+
+PLAIN_OK = base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode())
+
+
+def test_unreadable_patterns_file_stops_the_program(smtp, tmp_path, queue):
+    (tmp_path / "patterns").mkdir()  # exists; reading it fails (EISDIR) even for root
+    r = smtp(ENVELOPE + MESSAGE, PATTERNS=str(tmp_path / "patterns"))
+    assert r.lines == ["421 4.3.0 Could not open $PATTERNS file"] and r.returncode == 1
+    assert queue.messages() == []
+
+
+def test_unreadable_sender_login_map_is_451(smtp, tmp_path, cvm_socket, queue):
+    (tmp_path / "owners").mkdir()
+    r = smtp(b"AUTH PLAIN " + PLAIN_OK + b"\r\nMAIL FROM:<demo@b.example>\r\n",
+             SENDER_LOGIN_MAP=str(tmp_path / "owners"), CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.codes == [220, 235, 451]
+    assert "SENDER_LOGIN_MAP" in r.stderr
+
+
+def test_unusable_throttle_store_refuses_auth(smtp, tmp_path, cvm_socket):
+    store = tmp_path / "not-a-directory"
+    store.write_text("")
+    r = smtp(b"AUTH PLAIN " + PLAIN_OK + b"\r\n", AUTH_THROTTLE_DIR=str(store), CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.lines[-1] == "454 4.7.0 Too many failed logins; try again later."
+
+
+def test_unreadable_mailrules_list_during_the_session_is_451(smtp, tmp_path, queue):
+    listed = tmp_path / "blocked"
+    listed.mkdir()  # passes the start-up check (it exists); a lookup can't read it
+    rules = tmp_path / "rules"
+    rules.write_text(f"d[[@{listed}]]:*:blocked\n")
+    r = smtp(b"MAIL FROM:<a@b.example>\r\n", MAILRULES=str(rules), MAILRULES_CACHE=str(tmp_path))
+    assert r.codes == [220, 451] and r.lines[-1].startswith("451 4.3.0")
+    assert "MAILRULES: cannot check" in r.stderr
+
+
+def test_damaged_rules_cache_during_the_session_is_451(smtp, tmp_path, queue):
+    """The cache is trusted only as a cdb file whose records are all there; a missing record is a 451."""
+    from smtpfront import mailrules
+    from smtpfront.cdb import CDB, write_cdb
+
+    rules = tmp_path / "rules"
+    rules.write_text("d*@spam.example:*:no\nk*:*\n")
+    mailrules.load(str(rules), str(tmp_path))
+    [cache] = tmp_path.glob("*.cache")
+    db = CDB(str(cache))
+    records = [(key, db.get(key)) for key in (b"meta", b"all", b"gs", b"gr", b"ks@spam.example")]
+    write_cdb(str(cache), records)  # the rule lines are gone
+    r = smtp(b"MAIL FROM:<a@spam.example>\r\n", MAILRULES=str(rules), MAILRULES_CACHE=str(tmp_path))
+    assert r.codes == [220, 451] and "MAILRULES: cannot check" in r.stderr
+
+
+def test_internal_error_in_a_handler_is_451_and_a_log_line():
+    """A bug can't be made for real: a handler that raises stands in for one."""
+    from smtpfront import smtp
+    from smtpfront.backends.echo import Echo
+    from smtpfront.config import Settings
+    from smtpfront.handlers import Handler
+    from smtpfront.server import Server
+    from smtpfront.session import Session
+
+    class Broken(Handler):
+        def recipient(self, session, address):
+            raise KeyError("bug")
+
+    log: list[str] = []
+    server = Server(Session(Settings.from_environ({})), [Broken()], Echo(), log.append)
+    assert server.handle(smtp.Mail("a@b.example", {})).code == 250
+    assert server.handle(smtp.Rcpt("y@example.org", {})) == smtp.Reply(451, "4.3.0 Internal error.")
+    assert server.session.sender is None  # the transaction is gone: nothing half-checked goes on
+    assert log[-1].startswith("internal error: KeyError: 'bug' at ") and "test_faults.py" in log[-1]
