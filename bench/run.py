@@ -6,6 +6,8 @@ throughput: messages of 1, 10 and 100 MB through smtpfront-queuedir and the C
             `mailfront smtp queuedir accept`, MB/s and peak RSS
 rules:      session start-up with a 10,000-line MAILRULES file (cached parse), and
             with a 100,000-entry morercpthosts.cdb
+bounds:     peak RSS of sessions that push each bound (recipients, commands,
+            line lengths, AUTH lines) against a plain EHLO/QUIT
 concurrency: sessions per second under `tcpserver -c 40` with 40 parallel
             clients, smtpfront-qmail against the C smtpfront-qmail
 tls:        EHLO/QUIT against EHLO/STARTTLS/EHLO/QUIT over a socket, and the
@@ -172,6 +174,22 @@ def morercpthosts_bench(tmp: Path) -> None:
           f"({(result['morercpthosts'] / result['rcpthosts'] - 1) * 100:+.0f}%)")
 
 
+def bounds_bench(tmp: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp / "plain"), "QMAILQUEUE": "/bin/true", "RELAYCLIENT": ""}
+    mail = b"MAIL FROM:<a@b.example>\r\n"
+    cases = {
+        "EHLO/QUIT": b"EHLO x\r\nQUIT\r\n",
+        "1,001 recipients": mail + b"".join(b"RCPT TO:<user%d@example.org>\r\n" % i for i in range(1001)),
+        "10,001 commands": b"NOOP\r\n" * 10001,
+        "1,000 overlong command lines": (b"NOOP " + b"x" * 5000 + b"\r\n") * 1000,
+        "AUTH line of 12 KB, x100": b"AUTH PLAIN " + b"A" * 12000 + b"\r\n" * 100,
+        "one 10 MB body line": mail + b"RCPT TO:<u@example.org>\r\nDATA\r\n" + b"y" * 10_000_000 + b"\r\n.\r\n",
+    }
+    print("bounds (peak RSS, VmHWM):")
+    for name, data in cases.items():
+        print(f"  {name:30} {peak_rss([str(BIN / 'smtpfront-qmail')], data, env) / 1024:5.1f} MB")
+
+
 def drive_clients(port: int, dialogue: bytes, sessions: int, clients: int) -> tuple[float, int]:
     """Sessions per second with `clients` threads sharing `sessions` connections; and how many failed."""
     import socket
@@ -292,6 +310,7 @@ def main() -> None:
         session_bench(tmp)
         rules_bench(tmp)
         morercpthosts_bench(tmp)
+        bounds_bench(tmp)
         concurrency_bench(tmp)
         tls_bench(tmp)
         throughput_bench(tmp)
