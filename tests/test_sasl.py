@@ -340,3 +340,26 @@ def test_busy_cvm_listen_queue_is_waited_for(cvm_socket, tmp_path):
     for filler in fillers:
         filler.close()
     listener.close()
+
+
+def test_cvm_udp_against_real_cvm_pwfile(smtp, cvm_socket, queue):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "CVM_PWFILE_PATH": cvm_socket["pwfile"]}
+    proc = subprocess.Popen([need("cvm-pwfile"), f"cvm-udp:127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout.readline() == b"Starting.\n"  # bound and listening
+        creds = [(cvm.ACCOUNT, DEMO.encode()), (cvm.PASSWORD, PASSWORD.encode())]
+        assert cvm.authenticate(f"cvm-udp:127.0.0.1:{port}", creds, 5).status == cvm.OK
+        r = smtp(f"AUTH PLAIN {PLAIN_OK}\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@elsewhere.example>\r\n".encode(),
+                 CVM_SASL_PLAIN=f"cvm-udp:127.0.0.1:{port}")
+        assert r.codes == [220, 235, 250, 250]
+        wrong = [(cvm.ACCOUNT, DEMO.encode()), (cvm.PASSWORD, b"wrong")]
+        assert cvm.authenticate(f"cvm-udp:127.0.0.1:{port}", wrong, 5).status == cvm.REJECTED
+    finally:
+        proc.kill()
+        proc.wait()
+    # nobody listening any more: bounded, temporary
+    assert cvm.authenticate(f"cvm-udp:127.0.0.1:{port}", creds, 0.6).status == cvm.TEMPORARY
