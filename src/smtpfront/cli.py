@@ -302,13 +302,27 @@ def run(backend_name: str) -> int:
     return code
 
 
+def leave(code: int) -> None:
+    """Exit without the interpreter's teardown of every module (about 2 ms a connection).
+
+    Safe here: the replies and the log went out with posix.write, back ends close
+    and sync their own files, and nothing is registered with atexit.
+    """
+    for stream in (sys.stdout, sys.stderr):  # anything the standard library may have printed
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):  # closed, gone, or None
+            pass
+    posix._exit(code)
+
+
 def qmail() -> None:
-    sys.exit(run("qmail"))
+    leave(run("qmail"))
 
 
 def echo() -> None:
-    sys.exit(run("echo"))
+    leave(run("echo"))
 
 
 def queuedir() -> None:
-    sys.exit(run("queuedir"))
+    leave(run("queuedir"))
