@@ -99,13 +99,29 @@ def session_bench(tmp: Path) -> None:
     cases = {"bare python": (bare, b"", env), "smtpfront": ([str(BIN / "smtpfront-qmail")], session, env)}
     if os.path.exists("/usr/sbin/smtpfront-qmail"):
         cases["C mailfront"] = (["/usr/sbin/smtpfront-qmail"], session, env)
-    result = median_interleaved(cases, RUNS)
+    # where our time goes: each step adds one part of the full session
+    prog = [str(BIN / "smtpfront-qmail")]
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    imports = (f"import sys; sys.path.insert(0, {src!r}); import smtpfront.cli, smtpfront.server, smtpfront.sasl, "
+               "smtpfront.backends.qmail, smtpfront.handlers.check_fqdn, smtpfront.handlers.counters, "
+               "smtpfront.handlers.qmail_validate, smtpfront.handlers.received, smtpfront.handlers.relayclient, "
+               "select, posix; posix._exit(0)")  # leaving as the programs do, without teardown
+    steps = {
+        "+ importing our modules": ([sys.executable, "-I", "-S", "-c", imports], b"", env),
+        "+ EHLO/QUIT": (prog, b"EHLO bench\r\nQUIT\r\n", env),
+        "+ AUTH (CVM round trip)": (prog, session.split(b"MAIL FROM")[0] + b"QUIT\r\n", env),
+        "+ MAIL, RCPT, DATA (qmail-queue)": (prog, session, env),
+    }
+    result = median_interleaved({**cases, **steps}, RUNS)
     cvm_proc.kill()
     base = result["bare python"]
     print(f"session ({RUNS} runs, median): bare python {base * 1000:.1f} ms")
     for name in ("smtpfront", "C mailfront"):
         if name in result:
             print(f"  {name:12} {result[name] * 1000:7.1f} ms   = {result[name] / base:.2f}x bare python")
+    print("  profile of the smtpfront session, cumulative:")
+    for name in steps:
+        print(f"    {name:34} {result[name] * 1000:6.1f} ms")
 
 
 def throughput_bench(tmp: Path) -> None:

@@ -209,3 +209,25 @@ def test_internal_error_in_a_handler_is_451_and_a_log_line():
     assert server.handle(smtp.Rcpt("y@example.org", {})) == smtp.Reply(451, "4.3.0 Internal error.")
     assert server.session.sender is None  # the transaction is gone: nothing half-checked goes on
     assert log[-1].startswith("internal error: KeyError: 'bug' at ") and "test_faults.py" in log[-1]
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_qmail_queue_wait_without_pidfd(hang, monkeypatch, fake_queue, queue):
+    """Kernels before 5.3 have no pidfd_open (that can't be made for real here): the wait polls instead."""
+    import posix
+
+    from smtpfront.backends.qmail import QmailQueue
+
+    def no_pidfd(pid):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(posix, "pidfd_open", no_pidfd)
+    env = {"FAKEQ_DIR": str(queue.path), "QQ_HANG": "1" if hang else ""}
+    backend = QmailQueue(str(fake_queue), {}, 1.0 if hang else 30.0, env)
+    backend.begin("a@b.example", ["y@example.org"], {})
+    backend.write(b"Subject: x\n\nbody\n")
+    reply = backend.finish()
+    if hang:
+        assert reply.text == "4.3.0 qmail-queue timed out." and queue.messages() == []
+    else:
+        assert reply.code == 250 and len(queue.messages()) == 1

@@ -125,17 +125,30 @@ class QmailQueue(Backend):
         return Reply(250, f"2.6.0 Accepted message qp {pid} bytes {self.size}")
 
     def _wait(self) -> int | None:
-        pause = 0.0005
-        while True:
-            pid, status = posix.waitpid(self.pid, posix.WNOHANG)
-            if pid:
-                return status
-            if time.monotonic() > self.deadline:
-                posix.kill(self.pid, SIGKILL)
-                posix.waitpid(self.pid, 0)
-                return None
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        """The child's exit status, or None when it outlived the deadline (it is killed)."""
+        try:
+            exited = posix.pidfd_open(self.pid)  # readable when the child exits (Linux 5.3)
+        except (AttributeError, OSError):
+            exited = None
+        try:
+            pause = 0.0005  # without a pidfd: poll, backing off
+            while True:
+                pid, status = posix.waitpid(self.pid, posix.WNOHANG)
+                if pid:
+                    return status
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    posix.kill(self.pid, SIGKILL)
+                    posix.waitpid(self.pid, 0)
+                    return None
+                if exited is not None:
+                    select.select([exited], [], [], left)
+                else:
+                    time.sleep(min(pause, left))
+                    pause = min(pause * 2, 0.05)
+        finally:
+            if exited is not None:
+                posix.close(exited)
 
     def abort(self) -> None:
         if not self.pid:
