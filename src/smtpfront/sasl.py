@@ -89,7 +89,7 @@ class Authenticator:
                 ASK_USERNAME, self._login_user
             )
         if mechanism == "CRAM-MD5" and "CRAM-MD5" in self.modules:
-            nonce = binascii.hexlify(posix.urandom(8)).decode()
+            nonce = posix.urandom(8).hex()
             self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
             return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
         self.log(f"AUTH {mechanism} failed: unknown mechanism")
