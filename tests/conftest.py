@@ -179,6 +179,16 @@ def cvm_socket(tmp_path_factory):
     proc.wait()
 
 
+def swaks(port: int, to: str, *options: str, sender: str = "demo@example.org") -> subprocess.CompletedProcess:
+    """A real client: one message to 127.0.0.1:port."""
+    return subprocess.run([need("swaks"), "--server", f"127.0.0.1:{port}", "--from", sender, "--to", to, *options],
+                          capture_output=True, text=True, timeout=60)
+
+
+def credentials(password: str = PASSWORD) -> list[str]:
+    return ["--auth-user", DEMO, "--auth-password", password]
+
+
 def free_port() -> int:
     import socket
 

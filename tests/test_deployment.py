@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, DEMO, PASSWORD, free_port, need, run_program
+from conftest import BIN, PASSWORD, credentials, free_port, need, run_program, swaks
 
 TOP = Path(__file__).resolve().parent.parent
 EXAMPLES = TOP / "examples"
@@ -25,13 +25,8 @@ EXAMPLE_ARGS = [
 ]
 
 
-def swaks(port: int, to: str, *options: str, sender: str = "demo@example.org") -> subprocess.CompletedProcess:
-    return subprocess.run([need("swaks"), "--server", f"127.0.0.1:{port}", "--from", sender, "--to", to, *options],
-                          capture_output=True, text=True, timeout=60)
-
-
 def with_auth(password: str = PASSWORD) -> list[str]:
-    return ["--auth", "PLAIN", "--auth-user", DEMO, "--auth-password", password]
+    return ["--auth", "PLAIN", *credentials(password)]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, DEMO, LOGS, PASSWORD, need, run_program
+from conftest import BIN, DEMO, LOGS, PASSWORD, credentials, need, run_program, swaks
 
 PLAIN = base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode()).decode()
 
@@ -297,18 +297,10 @@ def test_client_drops_or_talks_nonsense_during_handshake(after_starttls, tls_env
 # -- real clients under real tcpserver ------------------------------------
 
 
-def swaks(port: int, *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [need("swaks"), "--server", f"127.0.0.1:{port}", "--from", "demo@example.org", "--to", "y@elsewhere.example",
-         "--auth-user", DEMO, "--auth-password", PASSWORD, *options],
-        capture_output=True, text=True, timeout=60,
-    )
-
-
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
 def test_swaks_starttls_auth_under_tcpserver(mechanism, tls_env, tcpserver, queue):
     server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"})
-    r = swaks(server.port, "--tls", "--auth", mechanism)
+    r = swaks(server.port, "y@elsewhere.example", "--tls", "--auth", mechanism, *credentials())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "<-  220 2.0.0 Ready to start TLS" in r.stdout and "<~  250 2.6.0 Accepted" in r.stdout
     [(envelope, message)] = queue.messages()
@@ -318,7 +310,7 @@ def test_swaks_starttls_auth_under_tcpserver(mechanism, tls_env, tcpserver, queu
 
 def test_swaks_implicit_tls_under_tcpserver(tls_env, tcpserver, queue):
     server = tcpserver({**tls_env, "SMTPS": "1"})
-    r = swaks(server.port, "--tlsc", "--auth", "LOGIN")
+    r = swaks(server.port, "y@elsewhere.example", "--tlsc", "--auth", "LOGIN", *credentials())
     assert r.returncode == 0, r.stdout + r.stderr
     [(envelope, message)] = queue.messages()
     assert b"with ESMTPSA via TCP (TLSv1.3 TLS_" in message
@@ -326,7 +318,7 @@ def test_swaks_implicit_tls_under_tcpserver(tls_env, tcpserver, queue):
 
 def test_swaks_without_tls_cannot_auth_when_tls_required(tls_env, tcpserver, queue):
     server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"})
-    r = swaks(server.port, "--auth", "PLAIN")
+    r = swaks(server.port, "y@elsewhere.example", "--auth", "PLAIN", *credentials())
     assert r.returncode != 0
     assert queue.messages() == []
 

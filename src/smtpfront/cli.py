@@ -121,8 +121,11 @@ def build_tls(settings: Settings, log: Log):
     return context
 
 
-def start_tls(transport, server, settings: Settings, log: Log):
-    """The TLS handshake on `transport`; the TLS transport, or None when it failed (logged)."""
+def start_tls(transport, engine, server, settings: Settings, log: Log):
+    """The TLS handshake on `transport`; the TLS transport, or None when it failed (logged).
+
+    On success the engine and the server start over, as on a new connection.
+    """
     from .tls import TLSError, TLSTransport
 
     tls = TLSTransport(transport, server.tls_context)
@@ -131,6 +134,7 @@ def start_tls(transport, server, settings: Settings, log: Log):
     except TLSError as e:
         log(str(e))
         return None
+    engine.start_tls()
     server.tls_started(tls.description())
     return tls
 
@@ -210,12 +214,9 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
 
     session_end = clock() + settings.session_timeout
     if settings.smtps:  # implicit TLS (RFC 8314): the handshake comes before the greeting
-        if not server.tls_ready():
-            return 1
-        transport = start_tls(transport, server, settings, log)
+        transport = start_tls(transport, engine, server, settings, log) if server.tls_ready() else None
         if transport is None:
             return 1
-        engine.start_tls()
     engine.send(server.greeting())
     exit_code = 0
     while True:
@@ -255,10 +256,9 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
         elif isinstance(event, StartTLS) and reply.code == 220:
             if not transport.write(engine.data_to_send()):
                 return 1
-            transport = start_tls(transport, server, settings, log)
+            transport = start_tls(transport, engine, server, settings, log)
             if transport is None:
                 return 1
-            engine.start_tls()
 
 
 def run(backend_name: str) -> int:
