@@ -324,3 +324,20 @@ def test_launchers_start_without_site_and_ignore_python_variables(smtp, tmp_path
                                input=DIALOGUE, env=base_env, capture_output=True).stdout.decode().split("\r\n")
     assert [line.split(" qp ")[0] for line in fast.lines] == [line.split(" qp ")[0] for line in with_site[:-1]]
     assert fast.codes == [220, 250, 250, 250, 354, 250, 221]
+
+
+def test_launchers_put_the_standard_library_first(tmp_path, base_env):
+    """A module beside the package named like a standard one (select, ssl) is never loaded."""
+    import sys
+    from pathlib import Path
+
+    import smtpfront
+    from smtpfront.launchers import write_launchers
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "smtpfront").symlink_to(Path(smtpfront.__file__).parent)
+    (site / "select.py").write_text("raise SystemExit('shadowed')\n")
+    [launcher, *_] = write_launchers(tmp_path, sys.executable, str(site))
+    r = run_program(str(launcher), DIALOGUE, base_env)
+    assert r.codes == [220, 250, 250, 250, 354, 250, 221] and "shadowed" not in r.stderr

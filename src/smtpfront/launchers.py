@@ -18,7 +18,7 @@ PROGRAMS = {"smtpfront-qmail": "qmail", "smtpfront-queuedir": "queuedir", "smtpf
 TEMPLATE = """#!{python} -IS
 # {name}, started without site (-I -S); written by smtpfront-launchers
 import sys
-sys.path.insert(0, {package_parent!r})
+sys.path.append({package_parent!r})  # after the standard library: nothing there can shadow it
 from smtpfront.cli import {function}
 {function}()
 """
