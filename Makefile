@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: venv test lint run demo bench clean
 
 $(BIN)/smtpfront-qmail: pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || ./examples/demo/install-packages python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/pip install -q -e '.[test]'
@@ -29,6 +30,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/softlimit.py
 
 clean:
 	rm -rf $(VENV) var build src/*.egg-info

@@ -304,3 +304,13 @@ def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
     assert exe.lines[-1] == "554 Executable attachments are not accepted (#5.3.4)"
     assert fine.codes[-1] == 250
     assert len(queue.messages()) == 1
+
+
+def test_install_packages_says_what_to_run_when_not_root():
+    """make run on a machine where it may not install: a clear message, not a half-started demo."""
+    script = str(EXAMPLES / "demo" / "install-packages")
+    assert subprocess.run([script], capture_output=True).returncode == 0  # nothing missing: nothing done
+    r = subprocess.run([need("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", script, "ucspi-tcp",
+                        "cvm"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "missing: ucspi-tcp cvm -- run: sudo apt-get install ucspi-tcp cvm"
