@@ -249,8 +249,9 @@ def test_systemd_units_verify(tmp_path):
                             f"EnvironmentFile={EXAMPLES / 'systemd' / 'environment'}")
         text = text.replace("User=smtpfront", "User=root").replace("Group=smtpfront", "Group=root")
         (tmp_path / name).write_text(text)
-    r = subprocess.run([analyze, "verify", str(tmp_path / "smtpfront.socket")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
+    for name in ("smtpfront.socket", "smtpfront@.service"):
+        r = subprocess.run([analyze, "verify", str(tmp_path / name)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
     assert "Accept=yes" in (tmp_path / "smtpfront.socket").read_text()
 
 
