@@ -154,3 +154,11 @@ def test_v1_early_bytes_after_the_header_are_kept(base_env, queue):
     assert b"\r\n250 2.6.0 Accepted" in proc.stdout and proc.stdout.endswith(b"\r\n221 2.0.0 Good bye.\r\n")
     assert len(queue.messages()) == 1
     assert run_program("smtpfront-qmail", V1, {**base_env, "PROXY_PROTOCOL": "1"}).codes == [220]
+
+
+def test_bytes_are_counted_when_the_program_stops_after_the_header(smtp, tmp_path):
+    r = smtp(V1, PROXY_PROTOCOL="1", MAILRULES=str(tmp_path / "missing"))
+    assert r.lines == ["421 4.3.0 Could not open $MAILRULES file"]
+    assert r.stderr.splitlines()[-1].endswith(f"bytes in: {len(V1)} bytes out: {len(r.stdout)}")
+    r = smtp(b"EHLO x\r\n", PROXY_PROTOCOL="1")
+    assert r.stderr.splitlines()[-1].endswith("bytes in: 8 bytes out: 0")

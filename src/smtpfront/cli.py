@@ -262,16 +262,23 @@ def serve(engine, server, transport, settings: Settings, log: Log, clock) -> int
 
 
 def run(backend_name: str) -> int:
-    import time
-
+    """One connection, start to end; returns the exit code.  The byte counts are logged last, whatever happened."""
     log = Log()
     transport = Transport()
+    try:
+        return _run(backend_name, transport, log)
+    finally:
+        log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
+
+
+def _run(backend_name: str, transport: Transport, log: Log) -> int:
+    import time
+
     try:
         settings = Settings.from_environ(process_environ())
         if settings.proxy_protocol:
             proxied = read_proxy_header(transport, settings, log)
             if proxied is None:
-                log(f"bytes in: {transport.bytes_in} bytes out: 0")
                 return 1
             settings, transport.unread = proxied
         handlers = build_handlers(settings, log)
@@ -283,7 +290,6 @@ def run(backend_name: str) -> int:
         reply = getattr(e, "reply", CONFIG_ERROR)  # a ConfigError has none
         log(reply.lines()[-1])
         transport.write(reply.encode())
-        log(f"bytes in: 0 bytes out: {transport.bytes_out}")
         return 1
     from .server import Server
     from .session import Session
@@ -292,14 +298,12 @@ def run(backend_name: str) -> int:
     server = Server(Session(settings), handlers, backend, log, auth=auth, tls=tls)
     engine = Engine(max_notimpl=settings.max_notimpl)
     try:
-        code = serve(engine, server, transport, settings, log, time.monotonic)
+        return serve(engine, server, transport, settings, log, time.monotonic)
     except Exception as e:  # noqa: BLE001 - last line of defence: a log line, never a traceback
         log(f"internal error: {type(e).__name__}: {e}")
         server.reset()
         transport.write(Reply(451, "4.3.0 Internal error.").encode())
-        code = 1
-    log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
-    return code
+        return 1
 
 
 def leave(code: int) -> None:
