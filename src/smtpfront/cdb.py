@@ -16,6 +16,11 @@ def _pair(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[:4], "little"), int.from_bytes(data[4:8], "little")
 
 
+def _pack(first: int, second: int) -> bytes:
+    """The inverse of _pair."""
+    return first.to_bytes(4, "little") + second.to_bytes(4, "little")
+
+
 def cdb_hash(key: bytes) -> int:
     h = 5381
     for c in key:
@@ -69,7 +74,7 @@ def write_cdb(path: str, records) -> None:
         for key, value in records:
             h = cdb_hash(key)
             tables[h & 255].append((h, pos))
-            f.write(len(key).to_bytes(4, "little") + len(value).to_bytes(4, "little") + key + value)
+            f.write(_pack(len(key), len(value)) + key + value)
             pos += 8 + len(key) + len(value)
         header = []
         for entries in tables:
@@ -80,7 +85,7 @@ def write_cdb(path: str, records) -> None:
                     i = (i + 1) % len(slots)
                 slots[i] = (h, record)
             header.append((pos, len(slots)))
-            f.write(b"".join(h.to_bytes(4, "little") + r.to_bytes(4, "little") for h, r in slots))
+            f.write(b"".join(_pack(h, r) for h, r in slots))
             pos += 8 * len(slots)
         f.seek(0)
-        f.write(b"".join(p.to_bytes(4, "little") + n.to_bytes(4, "little") for p, n in header))
+        f.write(b"".join(_pack(p, n) for p, n in header))
