@@ -338,7 +338,8 @@ class MemoryIndex:
 
     def __init__(self, text: str, parsed: list[tuple]) -> None:
         self.lines = text.splitlines()
-        self.selectors = _selectors(text)
+        self.selectors = [(lineno, line[1:].strip().lower()) for lineno, line in enumerate(self.lines, 1)
+                          if line.startswith(":")]
         self.lists = text_lists(parsed)
         self._index = build_index(parsed)
         self._all = [rule[0] for rule in parsed]
@@ -399,11 +400,6 @@ class CacheIndex:
 def build(text: str, path: str = "<rules>") -> RuleSet:
     """Parse a rules file's text (raising RulesError) into an indexed RuleSet."""
     return RuleSet(path, MemoryIndex(text, parse(text, path)))
-
-
-def _selectors(text: str) -> list[tuple[int, str]]:
-    return [(lineno, line[1:].strip().lower()) for lineno, line in enumerate(text.splitlines(), 1)
-            if line.startswith(":")]
 
 
 def text_lists(parsed: list[tuple]) -> list[tuple[int, str]]:
