@@ -10,13 +10,16 @@ TOP = Path(__file__).resolve().parent.parent
 
 
 def variables_read() -> set[str]:
-    """The environment variable names config.py reads (env.get("X"), "X" in env, _number(env, "X", ...))."""
+    """The variable names config.py reads (env.get("X"), "X" in env, _number(env, "X", ...)) and session.getenv("X")."""
     tree = ast.parse((TOP / "src" / "smtpfront" / "config.py").read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"[A-Z][A-Z0-9_]+",
                                                                                            node.value):
             names.add(node.value)
+    # and what plugins and back ends look up per message through the session (getenv / getenvu)
+    for source in (TOP / "src" / "smtpfront").rglob("*.py"):
+        names.update(re.findall(r"getenvu?\(\s*f?\"([A-Z][A-Z0-9_]+)", source.read_text()))
     return names - {"TCP"}  # the default $PROTO, not a variable
 
 

@@ -55,7 +55,7 @@ def test_queuedir_write_error_as_on_a_full_disk(tmp_path):
                           env={"QUEUEDIR": str(q), "QMAILHOME": str(tmp_path), "RELAYCLIENT": ""},
                           preexec_fn=small_files)
     replies = proc.stdout.decode().split("\r\n")
-    assert "451 4.3.0 Write error (queue full?)." in replies
+    assert "451 4.3.0 Error writing queue file" in replies
     assert list((q / "new").iterdir()) == [] and list((q / "tmp").iterdir()) == []
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr
 
@@ -190,25 +190,37 @@ def test_damaged_rules_cache_during_the_session_is_451(smtp, tmp_path, queue):
     assert r.codes == [220, 451] and "MAILRULES: cannot check" in r.stderr
 
 
-def test_internal_error_in_a_handler_is_451_and_a_log_line():
-    """A bug can't be made for real: a handler that raises stands in for one."""
+class ListLog(list):
+    """A log that keeps its lines, for the tests that drive the pieces in-process."""
+
+    def __call__(self, line: str) -> None:
+        self.append(line)
+
+    def note(self, line: str) -> None:
+        self.append("smtpfront: " + line)
+
+
+def test_internal_error_in_a_plugin_is_451_and_a_log_line():
+    """A bug can't be made for real: a plugin that raises stands in for one."""
     from smtpfront import smtp
     from smtpfront.backends.echo import Echo
     from smtpfront.config import Settings
-    from smtpfront.handlers import Handler
-    from smtpfront.server import Server
+    from smtpfront.pipeline import Pipeline
+    from smtpfront.plugins import Plugin
+    from smtpfront.plugins.builtins import Accept
+    from smtpfront.protocols.smtp import SMTP
     from smtpfront.session import Session
 
-    class Broken(Handler):
-        def recipient(self, session, address):
+    class Broken(Plugin):
+        def recipient(self, session, address, params):
             raise KeyError("bug")
 
-    log: list[str] = []
-    server = Server(Session(Settings.from_environ({})), [Broken()], Echo(), log.append)
-    assert server.handle(smtp.Mail("a@b.example", {})).code == 250
-    assert server.handle(smtp.Rcpt("y@example.org", {})) == smtp.Reply(451, "4.3.0 Internal error.")
-    assert server.session.sender is None  # the transaction is gone: nothing half-checked goes on
-    assert log[-1].startswith("internal error: KeyError: 'bug' at ") and "test_faults.py" in log[-1]
+    log = ListLog()
+    pipeline = Pipeline(Session(Settings.from_environ({}), log), [Accept(), Broken()], Echo())
+    handler = SMTP(pipeline, smtp.Engine(), log)
+    assert handler.handle(smtp.Mail("a@b.example", ())).code == 250
+    assert handler.handle(smtp.Rcpt("y@example.org", ())) == smtp.Reply(451, "4.3.0 Internal error.")
+    assert log[-1].startswith("smtpfront: internal error: KeyError: 'bug' at ") and "test_faults.py" in log[-1]
 
 
 @pytest.mark.parametrize("hang", [False, True])
@@ -221,12 +233,20 @@ def test_qmail_queue_wait_without_pidfd(hang, monkeypatch, fake_queue, queue):
     def no_pidfd(pid):
         raise OSError(38, "Function not implemented")
 
+    from smtpfront.config import Settings
+    from smtpfront.session import Address, Session
+
     monkeypatch.setattr(posix, "pidfd_open", no_pidfd)
-    env = {"FAKEQ_DIR": str(queue.path), "QQ_HANG": "1" if hang else ""}
-    backend = QmailQueue(str(fake_queue), {}, 1.0 if hang else 30.0, env)
-    backend.begin("a@b.example", ["y@example.org"], {})
-    backend.write(b"Subject: x\n\nbody\n")
-    reply = backend.finish()
+    env = {"FAKEQ_DIR": str(queue.path), "QQ_HANG": "1" if hang else "", "QMAILQUEUE": str(fake_queue),
+           "QMAILQUEUE_TIMEOUT": "1" if hang else "30"}
+    session = Session(Settings.from_environ(env), ListLog())
+    backend = QmailQueue()
+    backend.init(session)
+    backend.sender(session, Address("a@b.example"), ())
+    backend.recipient(session, Address("y@example.org"), ())
+    assert backend.data_start(session) is None
+    backend.data_block(session, b"Subject: x\n\nbody\n")
+    reply = backend.message_end(session)
     if hang:
         assert reply.text == "4.3.0 qmail-queue timed out." and queue.messages() == []
     else:

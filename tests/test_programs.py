@@ -26,7 +26,7 @@ def test_done_when_session(smtp, queue):
     pid_reply = r.reply_to(5)
     assert pid_reply.startswith("250 2.6.0 Accepted message qp ")
     assert pid_reply.endswith(f" bytes {len(message)}")
-    assert "bytes in: " in r.stderr and r.stderr.splitlines()[-1].startswith("smtpfront[")
+    assert "bytes in: " in r.stderr and r.stderr.splitlines()[-1].startswith("mailfront[")
 
 
 def test_relaying_refused_without_relayclient(smtp, queue):
@@ -259,33 +259,38 @@ def test_queuedir_backend(smtp, tmp_path):
         (q / sub).mkdir(parents=True)
     r = smtp(DIALOGUE, program="smtpfront-queuedir", QUEUEDIR=str(q))
     assert r.codes == [220, 250, 250, 250, 354, 250, 221]
+    assert r.reply_to(5) == "250 2.6.0 Message accepted."  # as mailfront's queuedir back end says it
     [f] = list((q / "new").iterdir())
+    seconds, micro, pid = f.name.split(".")
+    assert len(micro) == 6 and seconds.isdigit() and pid.isdigit()
     data = f.read_bytes()
     assert data.startswith(b"a@b.example\0y@example.org\0\0Received: ")
     assert data.endswith(b"\n.stuffed\nbody\n")
     assert list((q / "tmp").iterdir()) == []
-    assert r.reply_to(5).endswith(f"bytes {len(data) - len(b'a@b.example0y@example.org00')}")
 
 
 def test_queuedir_unwritable(smtp, tmp_path):
     q = tmp_path / "q"
-    (q / "new").mkdir(parents=True)  # no tmp/: the temporary file can't be made
+    (q / "new").mkdir(parents=True)  # no tmp/: the queue file can't be made, and MAIL says so
     r = smtp(DIALOGUE, program="smtpfront-queuedir", QUEUEDIR=str(q))
-    assert r.reply_to(4) == "451 4.3.0 Write error (queue full?)."
+    assert r.reply_to(2) == "451 4.3.0 Error creating queue file"
     assert list((q / "new").iterdir()) == []
 
 
 def test_queuedir_requires_queuedir(smtp):
-    r = smtp(b"QUIT\r\n", program="smtpfront-queuedir")
-    assert r.codes == [421]
+    r = smtp(DIALOGUE, program="smtpfront-queuedir")
+    assert r.reply_to(2) == "451 4.3.0 Missing backend configuration parameter"
 
 
-def test_echo_shows_the_envelope_and_message(smtp):
+def test_echo_answers_with_the_envelope_and_logs_the_message_start(smtp):
     r = smtp(DIALOGUE, program="smtpfront-echo")
-    assert "250-Sender <a@b.example>" in r.lines
-    assert "250-Recipient <y@example.org>" in r.lines
-    assert "250-.stuffed" in r.lines
-    assert r.lines[-2].startswith("250 2.6.0 Accepted message echo bytes ")
+    assert r.lines[6:] == ["250 Sender='a@b.example'.", "250 Recipient='y@example.org'.",
+                           "354 End your message with a period on a line by itself.",
+                           r.lines[9], "221 2.0.0 Good bye."]
+    received = r.lines[9]
+    assert received.startswith("250 Received ") and received.endswith(" bytes.")
+    assert "mailfront[" in r.stderr and "]: Received: from client.example (client.example [198.51.100.7])  by " \
+        in r.stderr
 
 
 def test_no_traceback_and_no_password_in_logs(smtp, cvm_socket):
@@ -320,7 +325,7 @@ def test_launchers_start_without_site_and_ignore_python_variables(smtp, tmp_path
     (poison / "__init__.py").write_text("raise SystemExit('hijacked')\n")
     env = {**base_env, "PYTHONPATH": str(poison.parent), "PYTHONSTARTUP": str(poison / "__init__.py")}
     fast = run_program(str(launchers / "smtpfront-qmail"), DIALOGUE, env)
-    with_site = subprocess.run([str(BIN / "python"), "-c", "from smtpfront.cli import qmail; qmail()"],
+    with_site = subprocess.run([str(BIN / "python"), "-c", "from smtpfront.programs import smtpfront_qmail as m; m()"],
                                input=DIALOGUE, env=base_env, capture_output=True).stdout.decode().split("\r\n")
     assert [line.split(" qp ")[0] for line in fast.lines] == [line.split(" qp ")[0] for line in with_site[:-1]]
     assert fast.codes == [220, 250, 250, 250, 354, 250, 221]
@@ -338,6 +343,6 @@ def test_launchers_put_the_standard_library_first(tmp_path, base_env):
     site.mkdir()
     (site / "smtpfront").symlink_to(Path(smtpfront.__file__).parent)
     (site / "select.py").write_text("raise SystemExit('shadowed')\n")
-    [launcher, *_] = write_launchers(tmp_path, sys.executable, str(site))
+    [launcher] = [p for p in write_launchers(tmp_path, sys.executable, str(site)) if p.name == "smtpfront-qmail"]
     r = run_program(str(launcher), DIALOGUE, base_env)
     assert r.codes == [220, 250, 250, 250, 354, 250, 221] and "shadowed" not in r.stderr

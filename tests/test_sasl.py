@@ -187,18 +187,19 @@ def test_cvm_slow_is_bounded(tmp_path):
 
 CRAM_CVM = r'''#!/usr/bin/env python3
 # A CVM that understands CHALLENGE/RESPONSE (no packaged CVM does): CRAM-MD5 for demo/secret.
+# Credential tags as cvm's credentials.h numbers them: 5 CHALLENGE, 6 RESPONSE, 7 RESPONSE_TYPE.
 import hmac, hashlib, os, sys
 req = sys.stdin.buffer.read()
 n = req[1]; nonce = req[2:2 + n]; pos = 2 + n; creds = {}
 while req[pos]:
     creds[req[pos]] = req[pos + 2:pos + 2 + req[pos + 1]]; pos += 2 + req[pos + 1]
-good = hmac.new(b"secret", creds[4], hashlib.md5).hexdigest().encode()
-ok = creds.get(1) == b"demo" and creds.get(5) == good
+good = hmac.new(b"secret", creds[5], hashlib.md5).hexdigest().encode()
+ok = creds.get(1) == b"demo" and creds.get(6) == good and creds.get(7) == b"CRAM-MD5"
 sys.stdout.buffer.write(bytes([0 if ok else 100, n]) + nonce + b"\x01\x04demo\0")
 '''
 
 
-def test_cram_md5(smtp, tmp_path):
+def test_cram_md5(smtp, tmp_path, base_env):
     script = tmp_path / "cram-cvm"
     script.write_text(CRAM_CVM)
     script.chmod(0o755)
@@ -213,7 +214,7 @@ def test_cram_md5(smtp, tmp_path):
 
     prog = str(Path(sys.executable).parent / "smtpfront-qmail")
     p = subprocess.Popen([prog], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env={**os.environ, "TCPLOCALHOST": "mx.example", **env})
+                         env={**base_env, **env})
     p.stdout.readline()
     p.stdin.write(b"AUTH CRAM-MD5\r\n")
     p.stdin.flush()

@@ -338,11 +338,11 @@ def test_openssl_s_client_starttls(tls_env, certificate, tcpserver):
 def test_tls_module_not_imported_without_tls(base_env, tmp_path):
     """A plain session never pays for `ssl`."""
     r = subprocess.run(
-        [str(BIN / "python"), "-X", "importtime", "-c", "from smtpfront.cli import qmail; qmail()"],
+        [str(BIN / "python"), "-X", "importtime", "-c", "from smtpfront.programs import smtpfront_qmail as m; m()"],
         input=b"EHLO x\r\nQUIT\r\n", env={**base_env, "TLS_CERTFILE": str(Path(__file__))},
         capture_output=True, timeout=30,
     )
     assert b"250 STARTTLS\r\n" in r.stdout
     imported = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
-    assert "smtpfront.cli" in imported
+    assert "smtpfront.programs" in imported
     assert "ssl" not in imported and "_ssl" not in imported

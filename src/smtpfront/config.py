@@ -67,13 +67,14 @@ class Settings:
         "patterns_linemax",
         "patterns_resp",
         "qmail_home",
-        "qmail_queue",
         "qmail_queue_timeout",
-        "qq_errmsg",
         "cvm_plain",
         "cvm_login",
         "cvm_cram_md5",
         "cvm_timeout",
+        "cvm_lookup",
+        "cvm_lookup_secret",
+        "plugins",
         "auth_requires_tls",
         "auth_max_failures",
         "auth_fail_delay",
@@ -134,12 +135,11 @@ class Settings:
         def ucspi(name: str) -> str:
             return env.get(proto + name, "")
 
-        local_host = ucspi("LOCALHOST") or "unknown"
-        greeting = env.get("SMTPGREETING") or f"{local_host} mailfront"
+        local_host = ucspi("LOCALHOST")
+        greeting = env.get("SMTPGREETING")
+        if greeting is None:
+            greeting = f"{local_host or 'unknown'} mailfront"
         qmail_home = env.get("QMAILHOME") or "/var/qmail"
-        qq_errmsg = {
-            int(k[9:]): v for k, v in env.items() if k.startswith("QQERRMSG_") and k[9:].isdigit()
-        }
         cvm_plain = env.get("CVM_SASL_PLAIN") or None
         tls_min_version = (env.get("TLS_MIN_VERSION") or "1.2").removeprefix("TLSv")
         if tls_min_version not in ("1.2", "1.3"):
@@ -176,21 +176,22 @@ class Settings:
             patterns_linemax=_number(env, "PATTERNS_LINEMAX", 0) or 256,
             patterns_resp=env.get("PATTERNS_RESP") or "This message contains prohibited content",
             qmail_home=qmail_home,
-            qmail_queue=env.get("QMAILQUEUE") or qmail_home + "/bin/qmail-queue",
             qmail_queue_timeout=_number(env, "QMAILQUEUE_TIMEOUT", 3600.0, float),
-            qq_errmsg=qq_errmsg,
             cvm_plain=cvm_plain,
             cvm_login=env.get("CVM_SASL_LOGIN") or cvm_plain,
             cvm_cram_md5=env.get("CVM_SASL_CRAM_MD5") or None,
             cvm_timeout=_number(env, "CVM_TIMEOUT", 10.0, float),
+            cvm_lookup=env.get("CVM_LOOKUP"),
+            cvm_lookup_secret=env.get("CVM_LOOKUP_SECRET", env.get("LOOKUP_SECRET")),
+            plugins=env.get("PLUGINS"),
             auth_requires_tls="AUTH_REQUIRES_TLS" in env,
             auth_max_failures=_number(env, "AUTH_MAX_FAILURES", 3),
             auth_fail_delay=_number(env, "AUTH_FAIL_DELAY", 0.0, float),
             auth_throttle_dir=env.get("AUTH_THROTTLE_DIR") or None,
             sender_login_map=env.get("SENDER_LOGIN_MAP") or None,
             header_add=env.get("HEADER_ADD", ""),
-            fixup_received_host=env.get("FIXUP_RECEIVED_HOST", ""),
-            fixup_received_ip=env.get("FIXUP_RECEIVED_IP", ""),
+            fixup_received_host=env.get("FIXUP_RECEIVED_HOST", "").strip(),
+            fixup_received_ip=env.get("FIXUP_RECEIVED_IP", "").strip(),
             queuedir=env.get("QUEUEDIR") or None,
             queuedir_tmp=env.get("QUEUEDIR_TMP") or "tmp",
             queuedir_dest=env.get("QUEUEDIR_DEST") or "new",

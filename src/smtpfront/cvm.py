@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import posix
 
-ACCOUNT, DOMAIN, PASSWORD, CHALLENGE, RESPONSE, SECRET = 1, 2, 3, 4, 5, 6
+# credential tags, as cvm's credentials.h numbers them
+ACCOUNT, DOMAIN, PASSWORD, SECRET, CHALLENGE, RESPONSE, RESPONSE_TYPE = 1, 2, 3, 4, 5, 6, 7
 FACT_NAMES = {
     1: "username",
     2: "userid",
@@ -27,6 +28,7 @@ FACT_NAMES = {
     10: "sys_directory",
     14: "domain",
     15: "mailbox",
+    16: "outofscope",
 }
 OK, REJECTED, TEMPORARY = "ok", "rejected", "temporary"
 MAX_PACKET = 512
@@ -88,7 +90,7 @@ def parse_response(data: bytes, nonce: bytes) -> Result:
     if status == 0:
         return Result(OK, facts)
     if status == 100:
-        return Result(REJECTED, why="credentials rejected")
+        return Result(REJECTED, facts, why="credentials rejected")
     return Result(TEMPORARY, why=f"status {status}")
 
 

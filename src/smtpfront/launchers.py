@@ -13,23 +13,25 @@ import os
 import sys
 from pathlib import Path
 
-PROGRAMS = {"smtpfront-qmail": "qmail", "smtpfront-queuedir": "queuedir", "smtpfront-echo": "echo"}
+from .programs import FRONT_ENDS
+
+PROGRAMS = ["mailfront", *FRONT_ENDS]
 
 TEMPLATE = """#!{python} -IS
 # {name}, started without site (-I -S); written by smtpfront-launchers
 import sys
 sys.path.append({package_parent!r})  # after the standard library: nothing there can shadow it
-from smtpfront.cli import {function}
-{function}()
+from smtpfront.programs import main
+main({name!r})
 """
 
 
 def write_launchers(directory: Path, python: str, package_parent: str) -> list[Path]:
     written = []
-    for name, function in PROGRAMS.items():
+    for name in PROGRAMS:
         path = directory / name
         tmp = directory / f".{name}.tmp"
-        tmp.write_text(TEMPLATE.format(python=python, name=name, package_parent=package_parent, function=function))
+        tmp.write_text(TEMPLATE.format(python=python, name=name, package_parent=package_parent))
         tmp.chmod(0o755)
         os.replace(tmp, path)  # a running tcpserver never sees a half-written file
         written.append(path)

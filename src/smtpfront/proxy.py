@@ -100,3 +100,29 @@ def _parse_v2(data: bytes) -> tuple[Addresses | None, int] | None:
     remote_port = int.from_bytes(body[2 * length : 2 * length + 2], "big")
     local_port = int.from_bytes(body[2 * length + 2 : 2 * length + 4], "big")
     return Addresses(remote_ip, str(remote_port), local_ip, str(local_port)), size
+
+
+def read_header(transport, settings, log):
+    """(settings for the client the header names, bytes read after it); None to close silently (logged)."""
+    data = b""
+    while True:
+        try:
+            found = parse(data)
+        except ProxyError as e:
+            log.note(f"PROXY protocol: {e}; closing without a reply")
+            return None
+        if found is not None:
+            break
+        chunk = transport.read(settings.timeout)
+        if not chunk:
+            log.note("PROXY protocol: no header before " + ("end of input" if chunk == b"" else "the timeout"))
+            return None
+        data += chunk
+    addresses, size = found
+    if addresses is not None:
+        if settings.relayclient is not None:
+            log.note("PROXY protocol: RELAYCLIENT from the environment is for the balancer; ignored")
+        settings = settings.proxied(addresses.remote_ip, addresses.remote_port, addresses.local_ip,
+                                    addresses.local_port)
+        log.note(f"PROXY protocol: client {addresses.remote_ip} port {addresses.remote_port}")
+    return settings, data[size:]

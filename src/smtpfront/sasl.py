@@ -45,6 +45,16 @@ def decode(line: str) -> bytes | None:
         return None
 
 
+def success_facts(facts: dict[str, str], login: str) -> str:
+    """What cvm's SASL library logs of a successful login: username=, sys_username=, domain=."""
+    words = [f"username={facts.get('username', login)}"]
+    if facts.get("sys_username"):
+        words.append(f"sys_username={facts['sys_username']}")
+    if facts.get("domain"):
+        words.append(f"domain={facts['domain']}")
+    return " ".join(words)
+
+
 def encode(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
@@ -82,6 +92,7 @@ class Authenticator:
 
     def start(self, session, mechanism: str, initial: str | None) -> Reply:
         self.mechanism = mechanism
+        self._continued = False  # answering the AUTH line itself, not a 334 challenge
         if mechanism == "PLAIN":
             return self._plain(session, initial) if initial is not None else self._ask(ASK_PLAIN, self._plain)
         if mechanism == "LOGIN":
@@ -92,13 +103,15 @@ class Authenticator:
             nonce = posix.urandom(8).hex()
             self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
             return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
-        self.log(f"AUTH {mechanism} failed: unknown mechanism")
+        self.log(f"SASL AUTH {mechanism} failed")
         return UNKNOWN_MECHANISM
 
     def step(self, session, line: str) -> Reply:
+        self._continued = True
         answer, self._next = self._next, None
         if line.strip() == "*":
-            self.log(f"AUTH {self.mechanism} cancelled")
+            self.log(f"SASL AUTH {self.mechanism} failed: aborted")
+            self.log(f"SASL AUTH {self.mechanism} failed")
             return CANCELLED
         return answer(session, line)
 
@@ -108,40 +121,50 @@ class Authenticator:
 
     def _plain(self, session, line: str) -> Reply:
         data = decode(line)
-        parts = data.split(b"\0") if data is not None else []
+        if data is None:
+            return self._undecodable()
+        parts = data.split(b"\0")
         if len(parts) != 3:
-            self.log("AUTH PLAIN failed: bad response")
+            self.log("SASL AUTH PLAIN failed")
             return UNDECODABLE
         authzid, login, password = parts
         if authzid and authzid != login:
-            self.log("AUTH PLAIN failed: authorization identity differs from the login")
+            self.log("SASL AUTH PLAIN failed")
+            self.log.note("AUTH PLAIN: the authorization identity differs from the login")
             return self._failed(session, login, AUTHZID_REFUSED)
         return self._check(session, login, [(cvm.PASSWORD, password)])
 
     def _login_user(self, session, line: str) -> Reply:
         login = decode(line)
         if login is None:
-            self.log("AUTH LOGIN failed: bad response")
-            return UNDECODABLE
+            return self._undecodable()
         self.login = login
         return self._ask(ASK_PASSWORD, self._login_password)
 
     def _login_password(self, session, line: str) -> Reply:
         password = decode(line)
         if password is None:
-            self.log("AUTH LOGIN failed: bad response")
-            return UNDECODABLE
+            return self._undecodable()
         return self._check(session, self.login, [(cvm.PASSWORD, password)])
 
     def _cram(self, session, line: str) -> Reply:
         data = decode(line)
-        login, _, digest = (data or b"").rpartition(b" ")
+        if data is None:
+            return self._undecodable()
+        login, _, digest = data.rpartition(b" ")
         if not login or not digest:
-            self.log("AUTH CRAM-MD5 failed: bad response")
+            self.log("SASL AUTH CRAM-MD5 failed")
             return UNDECODABLE
-        return self._check(session, login, [(cvm.CHALLENGE, self.challenge.encode()), (cvm.RESPONSE, digest)])
+        return self._check(session, login, [(cvm.CHALLENGE, self.challenge.encode()), (cvm.RESPONSE, digest),
+                                                (cvm.RESPONSE_TYPE, b"CRAM-MD5")])
 
     # -- the verdict -----------------------------------------------------
+
+    def _undecodable(self) -> Reply:
+        self.log(f"SASL AUTH {self.mechanism} failed: bad response")
+        if self._continued:  # as cvm's sasl_auth2: a bad answer to a challenge ends the exchange as failed
+            self.log(f"SASL AUTH {self.mechanism} failed")
+        return UNDECODABLE
 
     def _check(self, session, login: bytes, secrets: list) -> Reply:
         name = login.decode("utf-8", "surrogateescape")
@@ -152,7 +175,8 @@ class Authenticator:
             throttle_keys = self.throttle.keys(self.settings.remote_ip, name)
             refused = self.throttle.check(throttle_keys, self.sleep)
             if refused:
-                self.log(f"AUTH {self.mechanism} refused for {name}: throttled")
+                self.log(f"SASL AUTH {self.mechanism} failed")
+                self.log.note(f"AUTH {self.mechanism} refused for {name}: throttled")
                 return THROTTLED
         account, at, domain = name.rpartition("@") if "@" in name else (name, "", self.settings.local_host)
         credentials = [(cvm.ACCOUNT, account.encode("utf-8", "surrogateescape"))]
@@ -161,12 +185,13 @@ class Authenticator:
         result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout)
         if result.status == cvm.OK:
             session.user = name
-            self.log(f"AUTH {self.mechanism} username={name}")
+            self.log(f"SASL AUTH {self.mechanism} {success_facts(result.facts, name)}")
             return SUCCEEDED
+        self.log(f"SASL AUTH {self.mechanism} failed")
         if result.status == cvm.TEMPORARY:
-            self.log(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
+            self.log.note(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
             return TEMPORARY
-        self.log(f"AUTH {self.mechanism} failed for {name}")
+        self.log.note(f"AUTH {self.mechanism} failed for {name}")
         if self.throttle is not None:
             self.throttle.record_failure(throttle_keys)
         return self._failed(session, login, BAD_CREDENTIALS)
@@ -176,6 +201,6 @@ class Authenticator:
         if self.settings.auth_fail_delay:
             self.sleep(self.settings.auth_fail_delay)
         if self.settings.auth_max_failures and self.failures >= self.settings.auth_max_failures:
-            self.log(f"AUTH: {self.failures} failures; closing connection")
+            self.log.note(f"AUTH: {self.failures} failures; closing connection")
             return TOO_MANY_FAILURES
         return reply

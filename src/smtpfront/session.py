@@ -1,4 +1,4 @@
-"""What one connection has established so far, as the handlers see it."""
+"""What one connection has established so far, as the plugins see it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from .config import Settings
 
 
 class Address:
-    """An envelope address on its way through the handlers, which may rewrite it."""
+    """An envelope address on its way through the plugins, which may rewrite it."""
 
     __slots__ = ("text",)
 
@@ -18,32 +18,43 @@ class Address:
         return self.text.rpartition("@")[2].lower() if "@" in self.text else ""
 
 
-class Session:
-    """The connection (client, login, TLS) and the current transaction."""
+def number(value: str | None) -> int:
+    """A decimal number as mailfront reads one with strtoul: 0 unless the whole value is digits."""
+    return int(value) if value and value.isascii() and value.isdigit() else 0
 
-    def __init__(self, settings: Settings) -> None:
+
+class Session:
+    """The connection (client, login, TLS), the settings, and the variables set during the session.
+
+    `env` holds what MAILRULES assigned (cleared at every reset, as mailfront
+    does); `getenv` reads it before the process environment.
+    """
+
+    def __init__(self, settings: Settings, log, protocol: str = "SMTP") -> None:
         self.settings = settings
-        self.env: dict[str, str] = {}  # variables set during the session (by MAILRULES)
-        self.helo = ""
-        self.esmtp = False
+        self.log = log
+        self.protocol = protocol  # SMTP, ESMTP (after an EHLO), QMQP or QMTP: the Received header's "with"
+        self.env: dict[str, str] = {}
+        self.helo: str | None = None  # the HELO/EHLO name, forgotten once the client authenticates
         self.user: str | None = None  # the authenticated login
         self.tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
-        self.messages = 0  # messages accepted in this session
-        self.new_transaction()
-
-    def new_transaction(self) -> None:
-        self.sender: str | None = None
-        self.recipients: list[str] = []
-        self.rcpt_attempts = 0
-        self.databytes = self.settings.databytes  # MAILRULES may lower it per message
-        self.size = 0  # message bytes received so far
-        self.header_lines: list[str] = []  # trace headers to prepend
+        self.databytes = 0  # a message size limit set by MAILRULES (0: none)
+        self.backend = None  # the back end, for plugins that write into the message (see backend_data_block)
 
     def getenv(self, name: str) -> str | None:
         """A variable as the session sees it: set by a rule, else from the environment."""
         if name in self.env:
             return self.env[name]
         return self.settings.environ.get(name)
+
+    def getenvu(self, name: str) -> int:
+        """The smallest non-zero number among the environment's and the rules' values of `name` (0: none)."""
+        values = [number(self.settings.environ.get(name)), number(self.env.get(name))]
+        return min((v for v in values if v), default=0)
+
+    def backend_data_block(self, block: bytes) -> None:
+        """Write into the message directly, past the plugins' checks (mailfront's backend_data_block)."""
+        self.backend.data_block(self, block)
 
     @property
     def relayclient(self) -> str | None:

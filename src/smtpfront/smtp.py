@@ -25,11 +25,14 @@ def raw(s: str) -> bytes:
 
 
 class Reply:
-    """An SMTP reply: a code and its text; a newline in the text makes a multi-line reply."""
+    """An SMTP reply: a code and its text; a newline in the text makes a multi-line reply.
+
+    A plugin's acceptance may have no text (None): the protocol's usual words are used.
+    """
 
     __slots__ = ("code", "text")
 
-    def __init__(self, code: int, text: str) -> None:
+    def __init__(self, code: int, text: str | None) -> None:
         self.code = code
         self.text = text
 
@@ -47,7 +50,7 @@ class Reply:
         return self.code < 400
 
     def lines(self) -> list[str]:
-        parts = self.text.replace("\r\n", "\n").split("\n")
+        parts = (self.text or "").replace("\r\n", "\n").split("\n")
         last = len(parts) - 1
         return [f"{self.code}{' ' if i == last else '-'}{p}" for i, p in enumerate(parts)]
 
@@ -67,8 +70,6 @@ OK = Reply(250, "2.3.0 OK")
 VRFY = Reply(252, "2.5.2 Send some mail, I'll try my best.")
 HELP = Reply(214, "2.0.0 Help not available.")
 BYE = Reply(221, "2.0.0 Good bye.")
-ALREADY_AUTHENTICATED = Reply(503, "5.5.1 You are already authenticated.")
-AUTH_IN_TRANSACTION = Reply(503, "5.5.1 AUTH is not permitted during a mail transaction.")
 TLS_ALREADY = Reply(503, "5.5.1 TLS is already active.")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3 Too many recipients.")
 TOO_MANY_COMMANDS = Reply(421, "4.7.0 Too many commands; closing connection.")
@@ -108,11 +109,11 @@ class Hello(Event):
 
 
 class Mail(Event):
-    """MAIL FROM:<address> with its ESMTP parameters (keys upper-cased)."""
+    """MAIL FROM:<address> with its ESMTP parameters (`KEY=VALUE` words, as sent)."""
 
     __slots__ = ("address", "params")
 
-    def __init__(self, address: str, params: dict[str, str]) -> None:
+    def __init__(self, address: str, params: tuple[str, ...]) -> None:
         self.address = address
         self.params = params
 
@@ -147,7 +148,7 @@ class BodyEnd(Event):
 
 
 class Auth(Event):
-    """AUTH mechanism [initial-response]; the initial response is None when absent."""
+    """AUTH mechanism [initial-response]; the mechanism is "" for a bare AUTH, the initial response None when absent."""
 
     __slots__ = ("mechanism", "initial")
 
@@ -207,33 +208,59 @@ class ProtocolError(RuntimeError):
     """The caller used the engine out of order (a bug in the caller, never the client)."""
 
 
-def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str]] | None:
-    """Split 'FROM:<addr> KEY=VALUE ...' into the address and its parameters.
+def parse_path(arg: str, keyword: str) -> tuple[str, tuple[str, ...]] | None:
+    """Split 'FROM:<addr> KEY=VALUE ...' into the address and its parameters, as mailfront does.
 
-    Source routes (`<@a,@b:user@host>`) are dropped as RFC 5321 allows.
-    Returns None when the argument is not of that form.
+    The keyword (FROM or TO) is required; after it, `:<addr>`, ` <addr>`,
+    `<addr>` and the pre-standard `:addr` / ` addr` (up to a space) are all read
+    (mailfront 2.13+).  Inside the address a quote toggles quoting and is
+    dropped, and a backslash takes the next character literally.  A source
+    route (`<@a,@b:user@host>`) is dropped as RFC 5321 allows.  Returns None
+    when there is no address, the bracket is not closed, or the address holds
+    a NUL (it would cut the qmail-queue envelope short).
     """
     if arg[: len(keyword)].upper() != keyword:
         return None
-    rest = arg[len(keyword) :].lstrip(" ")
-    if not rest.startswith("<"):
+    rest = arg[len(keyword) :]
+    if rest[:1] not in (":", " ", "<"):
         return None
-    close = rest.find(">")
-    if close < 0:
-        return None
-    address = rest[1:close]
-    if "\0" in address:
-        return None  # it would cut the envelope short
-    if address.startswith("@"):
-        colon = address.find(":")
-        if colon < 0:
+    start = rest.find("<") + 1
+    if start:
+        term = ">"
+    else:
+        term = " "
+        start = len(rest) - len(rest[1:].lstrip(" "))  # past the ':' or ' ' and any spaces
+        if start >= len(rest):
             return None
-        address = address[colon + 1 :]
-    params: dict[str, str] = {}
-    for word in rest[close + 1 :].split():
-        key, _, value = word.partition("=")
-        params[key.upper()] = value
-    return address, params
+    address: list[str] = []
+    quoted = False
+    i, n = start, len(rest)
+    while i < n and (quoted or rest[i] != term):
+        c = rest[i]
+        if c == '"':
+            quoted = not quoted
+        else:
+            if c == "\\" and i + 1 < n:
+                i += 1
+                c = rest[i]
+            address.append(c)
+        i += 1
+    if term == ">" and i >= n:
+        return None
+    path = "".join(address)
+    if "\0" in path:
+        return None
+    if path.startswith("@") and ":" in path:
+        path = path[path.index(":") + 1 :]
+    return path, tuple(rest[i + 1 :].split())
+
+
+def _bad_size(params: tuple[str, ...]) -> Reply | None:
+    """BAD_SIZE for a SIZE= parameter that is not a number (RFC 1870; mailfront ignores it)."""
+    for param in params:
+        if param[:5].upper() == "SIZE=" and not (param[5:].isascii() and param[5:].isdigit()):
+            return BAD_SIZE
+    return None
 
 
 class Engine:
@@ -245,7 +272,8 @@ class Engine:
         self._out: list[bytes] = []
         self._pending: Event | None = None
         self._final: Event | None = None  # what next_event says once closed
-        self.log: list[str] = []  # lines worth logging; the caller drains it
+        self.log: list[str] = []  # lines worth logging, in mailfront's words; the caller drains it
+        self.notes: list[str] = []  # lines worth logging that mailfront does not write
         self.mode = COMMAND
         self.max_notimpl = max_notimpl
         self.notimpl = 0
@@ -255,7 +283,6 @@ class Engine:
         self.recipients = 0
         self.authenticated = False
         self.tls = False
-        self.helo: Hello | None = None
         self._skipping = False  # inside an over-long line, dropping up to its LF
         # inside DATA
         self._line_start = True  # the next body byte starts a line
@@ -326,7 +353,6 @@ class Engine:
         ok = reply.ok
         if isinstance(event, Hello):
             if ok:
-                self.helo = event
                 self._clear_transaction()
         elif isinstance(event, Rcpt):
             self.recipients += ok
@@ -352,7 +378,6 @@ class Engine:
         self._buf.clear()
         self._skipping = False
         self.mode = COMMAND
-        self.helo = None
         self.authenticated = False
         self.tls = True
         self._clear_transaction()
@@ -363,16 +388,17 @@ class Engine:
         self.commands += 1
         if self.commands > MAX_COMMANDS:
             return self._reply(TOO_MANY_COMMANDS)
-        verb, _, arg = line.partition(" ")
-        verb = verb.upper()
+        # as mailfront: the verb ends at the first space or tab, the argument starts after them
+        cut = next((i for i, c in enumerate(line) if c in " \t"), len(line))
+        verb, arg = line[:cut].upper(), line[cut:].lstrip(" \t")
         handler = self._COMMANDS.get(verb)
         if handler is None:
             # not the line itself: a client refused AUTH may go on to send its base64 credentials
-            self.log.append(f"unrecognised command ({len(line)} bytes)")
+            self.notes.append(f"unrecognised command ({len(line)} bytes)")
             return self._reply(NOT_IMPLEMENTED)
         if verb in ("MAIL", "RCPT"):
-            self.log.append(line)
-        return handler(self, arg.strip(" "))
+            self.log.append(f"{verb} {arg}")
+        return handler(self, arg)
 
     def _helo(self, arg: str) -> Event:
         return Hello(arg, esmtp=False)
@@ -381,18 +407,18 @@ class Engine:
         return Hello(arg, esmtp=True)
 
     def _mail(self, arg: str) -> Event | None:
-        parsed = parse_path(arg, "FROM:")
-        if parsed is None:
-            return self._reply(BAD_ADDRESS)
-        size = parsed[1].get("SIZE")
-        if size is not None and not size.isdigit():
-            return self._reply(BAD_SIZE)
+        self._clear_transaction()  # as mailfront: MAIL starts over before its argument is read
+        parsed = parse_path(arg, "FROM")
+        reply = BAD_ADDRESS if parsed is None else _bad_size(parsed[1])
+        if reply is not None:
+            self._queue(reply)
+            return Reset()
         return Mail(*parsed)
 
     def _rcpt(self, arg: str) -> Event | None:
         if not self.has_sender:
             return self._reply(NEED_MAIL)
-        parsed = parse_path(arg, "TO:")
+        parsed = parse_path(arg, "TO")
         if parsed is None:
             return self._reply(BAD_ADDRESS)
         if self.recipients >= MAX_RECIPIENTS:
@@ -425,13 +451,8 @@ class Engine:
         self.mode = CLOSED
         return Quit()
 
-    def _auth(self, arg: str) -> Event | None:
-        if not arg:
-            return self._reply(NO_PARAMETERS)
-        if self.authenticated:
-            return self._reply(ALREADY_AUTHENTICATED)
-        if self.has_sender:
-            return self._reply(AUTH_IN_TRANSACTION)
+    def _auth(self, arg: str) -> Event:
+        # whether AUTH is offered at all, and in this state, is the policy's to say
         mechanism, _, initial = arg.partition(" ")
         initial = initial.strip(" ")
         return Auth(mechanism.upper(), initial or None)
@@ -462,14 +483,16 @@ class Engine:
 
     def _queue(self, reply: Reply) -> None:
         if reply.code >= 400:
-            self.log.extend(reply.lines())
+            self.log.extend(f"{reply.code} {line}" for line in reply.text.replace("\r\n", "\n").split("\n"))
         if reply.code == 421:  # the server is closing the session
             self.close(1)
             self._pending = None
-        if reply.code == 500 and self.max_notimpl:
+        if reply.code != 500:
+            self.notimpl = 0  # as mailfront: MAXNOTIMPL counts unimplemented commands in a row
+        elif self.max_notimpl:
             self.notimpl += 1
             if self.notimpl > self.max_notimpl:
-                self.log[-1:] = TOO_MANY_NOTIMPL.lines()
+                self.log[-1:] = [f"{TOO_MANY_NOTIMPL.code} {line}" for line in TOO_MANY_NOTIMPL.text.split("\n")]
                 reply = TOO_MANY_NOTIMPL
                 self.close(1)
                 self._pending = None

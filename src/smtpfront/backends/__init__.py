@@ -1,36 +1,14 @@
-"""Back ends: where an accepted message goes.
+"""Back ends: where an accepted message goes (mailfront's backend modules).
 
-A back end sees one message at a time: `begin` with the envelope, `write`
-with blocks of the message (LF line ends, the trace headers first), then
-either `finish`, which commits the message and returns the reply for the
-client, or `abort`, which guarantees that nothing is committed.
+A back end has the same hooks as a plugin (see smtpfront.plugins) and is
+asked after them: it sees the sender and each recipient as the plugins left
+them, then `data_start`, the blocks of the message (LF line ends, the trace
+headers first) and `message_end`, which commits the message and answers for
+it.  `reset` must guarantee that nothing of an unfinished message is
+committed.  A reply of None lets the protocol use its usual words.
 """
 
 from __future__ import annotations
-
-from ..smtp import Reply
-
-
-class BackendError(Exception):
-    """The message can't be taken; `reply` says why to the client."""
-
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.text)
-        self.reply = reply
-
-
-class Backend:
-    def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
-        raise NotImplementedError
-
-    def write(self, block: bytes) -> None:
-        raise NotImplementedError
-
-    def finish(self) -> Reply:
-        raise NotImplementedError
-
-    def abort(self) -> None:
-        raise NotImplementedError
 
 
 def envelope(sender: str, recipients: list[str]) -> bytes:

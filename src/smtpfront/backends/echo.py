@@ -1,39 +1,51 @@
-"""The echo back end: queue nothing, show what would have been queued.
+"""The echo back end: queue nothing, say what would have been queued.
 
 For trying a configuration (`MAILRULES=rules smtpfront-echo < session.txt`):
-the final reply to the message lists the envelope and the message itself as
-a multi-line 250.  The message is spooled to a temporary file, not memory.
+as mailfront's, each accepted sender and recipient is answered with itself
+(`250 Sender='a@example.org'.`, ESMTP parameters after it as ` [NAME=VALUE]`),
+the message with `250 Received N bytes.`, and the first two lines of the
+message (the Received: header, usually) go to the log.
 """
 
 from __future__ import annotations
 
+from ..plugins import Plugin
 from ..smtp import Reply
-from . import Backend
 
 
-class Echo(Backend):
-    spool = None
+def _shown(what: str, address, params: tuple[str, ...]) -> Reply:
+    return Reply(250, f"{what}='{address.text}'." + "".join(f" [{p}]" for p in params))
 
-    def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
-        import tempfile
 
-        self.lines = [f"Sender <{sender}>"] + [f"Recipient <{r}>" for r in recipients]
-        self.spool = tempfile.TemporaryFile()
+class Echo(Plugin):
+    size = 0
+    head = None  # the start of the message, until its first two lines are logged
+
+    def reset(self, session) -> None:
         self.size = 0
+        self.head = b""
 
-    def write(self, block: bytes) -> None:
-        self.spool.write(block)
+    def sender(self, session, address, params) -> Reply:
+        return _shown("Sender", address, params)
+
+    def recipient(self, session, address, params) -> Reply:
+        return _shown("Recipient", address, params)
+
+    def data_block(self, session, block: bytes) -> None:
+        if self.head is not None:
+            self.head += block[:4096]
+            if self.head.count(b"\n") >= 2 or len(self.head) >= 4096:
+                self._log_head(session)
         self.size += len(block)
 
-    def finish(self) -> Reply:
-        self.spool.seek(0)
-        body = [line.rstrip(b"\n").decode("utf-8", "surrogateescape") for line in self.spool]
-        self.abort()
-        lines = self.lines + [f"Message ({self.size} bytes):"] + body
-        lines.append(f"2.6.0 Accepted message echo bytes {self.size}")
-        return Reply(250, "\n".join(lines))
+    def _log_head(self, session) -> None:
+        """The first two lines, joined as mailfront joins them (without a separator)."""
+        first, _, rest = self.head.partition(b"\n")
+        second = rest[: rest.find(b"\n")] if b"\n" in rest else b""
+        session.log((first + second).decode("utf-8", "surrogateescape"))
+        self.head = None
 
-    def abort(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
+    def message_end(self, session) -> Reply:
+        if self.head:
+            self._log_head(session)
+        return Reply(250, f"Received {self.size} bytes.")

@@ -12,8 +12,9 @@ import posix
 import select
 import time
 
+from ..plugins import Plugin
 from ..smtp import Reply
-from . import Backend, BackendError, envelope
+from . import envelope
 
 # qmail-queue(8) exit codes and mailfront's replies to them
 EXIT_REPLIES = {
@@ -47,45 +48,58 @@ HUNG = Reply(451, "4.3.0 qmail-queue timed out.")
 SIGKILL = 9  # not signal.SIGKILL: importing signal (and enum) costs more than the rest of start-up
 
 
-def exit_reply(code: int, errmsg: dict[int, str]) -> Reply:
-    """The reply to a qmail-queue exit code other than 0; $QQERRMSG_<code> replaces the text."""
+def exit_reply(code: int, errmsg: str | None) -> Reply:
+    """The reply to a qmail-queue exit code other than 0; $QQERRMSG_<code> (`errmsg`) replaces the text."""
     reply = EXIT_REPLIES.get(code) or (PERMANENT if 11 <= code <= 40 else TEMPORARY)
-    if code in errmsg:
-        return Reply(reply.code, errmsg[code])
+    if errmsg is not None:
+        return Reply(reply.code, errmsg)
     return reply
 
 
-class QmailQueue(Backend):
-    def __init__(self, program: str, errmsg: dict[int, str], timeout: float, environ: dict[str, str]) -> None:
-        self.program = program
-        self.errmsg = errmsg
-        self.timeout = timeout
-        self.environ = environ
-        self.pid = 0
+class QmailQueue(Plugin):
+    pid = 0
 
-    def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
-        self.envelope = envelope(sender, recipients)
+    def init(self, session) -> None:
+        self.timeout = session.settings.qmail_queue_timeout
+        self.addresses: list[str] = []  # the sender, then the recipients
+        return None
+
+    def reset(self, session) -> None:
+        self.abort()
+        self.addresses = []
+
+    def sender(self, session, address, params) -> None:
+        self.addresses = [address.text]
+
+    def recipient(self, session, address, params) -> None:
+        self.addresses.append(address.text)
+
+    def data_start(self, session) -> Reply | None:
+        home = session.getenv("QMAILHOME") or session.settings.qmail_home
+        program = session.getenv("QMAILQUEUE") or home + "/bin/qmail-queue"
         self.size = 0
         self.failed = False
         self.deadline = time.monotonic() + self.timeout
         msg_r, self.msg_w = posix.pipe()
         env_r, self.env_w = posix.pipe()
+        environ = {**session.settings.environ, **session.env}
         try:
             self.pid = posix.posix_spawn(
-                self.program,
-                [self.program],
-                {**self.environ, **env},
+                program,
+                [program],
+                environ,
                 file_actions=[(posix.POSIX_SPAWN_DUP2, msg_r, 0), (posix.POSIX_SPAWN_DUP2, env_r, 1)],
             )
         except OSError:
             posix.close(self.msg_w)
             posix.close(self.env_w)
-            raise BackendError(CANNOT_START) from None
+            return CANNOT_START
         finally:
             posix.close(msg_r)
             posix.close(env_r)
         posix.set_blocking(self.msg_w, False)
         posix.set_blocking(self.env_w, False)
+        return None
 
     def _write_all(self, fd: int, data: bytes) -> bool:
         view = memoryview(data)
@@ -100,16 +114,17 @@ class QmailQueue(Backend):
                 return False
         return True
 
-    def write(self, block: bytes) -> None:
+    def data_block(self, session, block: bytes) -> None:
         if not self.failed:
             self.failed = not self._write_all(self.msg_w, block)
             self.size += len(block)
 
-    def finish(self) -> Reply:
+    def message_end(self, session) -> Reply:
         posix.close(self.msg_w)
-        # the envelope is written only after the whole message went through
+        # the envelope is written only after the whole message went through (and, in QMQP and
+        # QMTP, the addresses come after the message)
         if not self.failed:
-            self.failed = not self._write_all(self.env_w, self.envelope)
+            self.failed = not self._write_all(self.env_w, envelope(self.addresses[0], self.addresses[1:]))
         posix.close(self.env_w)
         status = self._wait()
         pid, self.pid = self.pid, 0
@@ -119,10 +134,12 @@ class QmailQueue(Backend):
             return CRASHED
         code = posix.WEXITSTATUS(status)
         if code:
-            return exit_reply(code, self.errmsg)
+            return exit_reply(code, session.getenv(f"QQERRMSG_{code}"))
         if self.failed:
             return WRITE_FAILED
-        return Reply(250, f"2.6.0 Accepted message qp {pid} bytes {self.size}")
+        accepted = f"2.6.0 Accepted message qp {pid} bytes {self.size}"
+        session.log(accepted)
+        return Reply(250, accepted)
 
     def _wait(self) -> int | None:
         """The child's exit status, or None when it outlived the deadline (it is killed)."""

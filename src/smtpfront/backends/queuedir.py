@@ -1,9 +1,12 @@
-"""The queuedir back end: one file per message in a directory.
+"""The queuedir back end: one file per message in a directory ($QUEUEDIR).
 
-The file is written under `$QUEUEDIR/tmp`, synced, and renamed into
-`$QUEUEDIR/new`, so a reader of new/ only ever sees complete messages.  It
-holds the sender and a NUL, each recipient and a NUL, a final NUL, then the
-message.
+As mailfront's: the file is created in `$QUEUEDIR/$QUEUEDIR_TMP` (tmp) when
+the sender is accepted, named `seconds.microseconds.pid`; it holds the sender
+and a NUL, each recipient and a NUL, a final NUL, then the message.  When the
+message is complete it is synced (unless $QUEUEDIR_NOSYNC is set), linked
+into `$QUEUEDIR/$QUEUEDIR_DEST` (new), the directory synced, and the tmp name
+removed, so a reader of new/ only ever sees complete messages.  In QMQP and
+QMTP the message comes before the addresses: it waits in a scratch file.
 """
 
 from __future__ import annotations
@@ -11,34 +14,35 @@ from __future__ import annotations
 import posix
 import time
 
+from ..plugins import Plugin
 from ..smtp import Reply
-from . import Backend, BackendError
 
-CANNOT_WRITE = Reply(451, "4.3.0 Write error (queue full?).")
+MISSING_QUEUEDIR = Reply(451, "4.3.0 Missing backend configuration parameter")
+CANNOT_CREATE = Reply(451, "4.3.0 Error creating queue file")
+CANNOT_WRITE = Reply(451, "4.3.0 Error writing queue file")
+_FLAGS = posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC
 
 
-class QueueDir(Backend):
-    def __init__(self, root: str, tmp: str, dest: str, nosync: bool, log) -> None:
-        self.tmp = f"{root}/{tmp}"
-        self.dest = f"{root}/{dest}"
-        self.nosync = nosync
-        self.log = log
-        self.seq = 0
-        self.fd = -1
+class QueueDir(Plugin):
+    fd = -1  # the queue file in tmp/, open from the sender on
+    spool = None  # the message, when it came before the sender
+    tmp_path = ""
+    error: OSError | None = None  # the first failed write: the message is not taken
 
-    def begin(self, sender: str, recipients: list[str], env: dict[str, str]) -> None:
-        self.seq += 1
-        self.name = f"{time.time_ns()}.{posix.getpid()}.{self.seq}"
-        self.path = f"{self.tmp}/{self.name}"
-        data = "".join(a + "\0" for a in [sender, *recipients]).encode("utf-8", "surrogateescape") + b"\0"
-        try:
-            self.fd = posix.open(self.path, posix.O_WRONLY | posix.O_CREAT | posix.O_EXCL | posix.O_CLOEXEC, 0o600)
-        except OSError as e:
-            self.log(f"queuedir: cannot create {self.path}: {e.strerror}")
-            raise BackendError(CANNOT_WRITE) from None
-        self.size = 0
+    def reset(self, session) -> None:
+        if self.fd >= 0:
+            posix.close(self.fd)
+            self.fd = -1
+        if self.tmp_path:
+            try:
+                posix.unlink(self.tmp_path)
+            except OSError:
+                pass
+            self.tmp_path = ""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
         self.error: OSError | None = None
-        self._write(data)
 
     def _write(self, data: bytes) -> None:
         if self.error is not None:
@@ -50,36 +54,88 @@ class QueueDir(Backend):
         except OSError as e:
             self.error = e
 
-    def write(self, block: bytes) -> None:
-        self._write(block)
-        self.size += len(block)
+    def sender(self, session, address, params) -> Reply | None:
+        root = session.getenv("QUEUEDIR")
+        if root is None:
+            return MISSING_QUEUEDIR
+        self.reset(session)
+        self.dest_dir = f"{root}/{session.getenv('QUEUEDIR_DEST') or 'new'}"
+        tmp_dir = f"{root}/{session.getenv('QUEUEDIR_TMP') or 'tmp'}"
+        while True:
+            now = time.time_ns() // 1000
+            self.name = f"{now // 1000000}.{now % 1000000:06}.{posix.getpid()}"
+            try:
+                posix.stat(f"{self.dest_dir}/{self.name}")
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                session.log.note(f"queuedir: cannot check {self.dest_dir}: {e.strerror}")
+                return CANNOT_CREATE
+            else:
+                time.sleep(0.001)  # taken within this microsecond by a message of ours: wait for the next
+                continue
+            self.tmp_path = f"{tmp_dir}/{self.name}"
+            try:
+                self.fd = posix.open(self.tmp_path, _FLAGS, 0o666)
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                self.tmp_path = ""
+                session.log.note(f"queuedir: cannot create {tmp_dir}/{self.name}: {e.strerror}")
+                return CANNOT_CREATE
+        self._write(address.text.encode("utf-8", "surrogateescape") + b"\0")
+        return None
 
-    def finish(self) -> Reply:
+    def recipient(self, session, address, params) -> None:
+        self._write(address.text.encode("utf-8", "surrogateescape") + b"\0")
+
+    def data_start(self, session) -> None:
+        if self.fd < 0:
+            import tempfile
+
+            self.spool = tempfile.TemporaryFile()
+        else:
+            self._write(b"\0")
+
+    def data_block(self, session, block: bytes) -> None:
+        if self.spool is not None:
+            self.spool.write(block)
+        else:
+            self._write(block)
+
+    def message_end(self, session) -> Reply | None:
+        if self.spool is not None:
+            self._write(b"\0")
+            self.spool.seek(0)
+            while block := self.spool.read(1 << 16):
+                self._write(block)
+        sync = session.getenv("QUEUEDIR_NOSYNC") is None
+        dest = f"{self.dest_dir}/{self.name}"
+        linked = False
         try:
             if self.error is not None:
                 raise self.error
-            if not self.nosync:
+            if sync:
                 posix.fsync(self.fd)
             posix.close(self.fd)
             self.fd = -1
-            posix.rename(self.path, f"{self.dest}/{self.name}")
-            if not self.nosync:
-                dirfd = posix.open(self.dest, posix.O_RDONLY | posix.O_DIRECTORY)
+            posix.link(self.tmp_path, dest)
+            linked = True
+            if sync:
+                dirfd = posix.open(self.dest_dir, posix.O_RDONLY | posix.O_DIRECTORY)
                 try:
                     posix.fsync(dirfd)
                 finally:
                     posix.close(dirfd)
         except OSError as e:
-            self.log(f"queuedir: cannot queue {self.path}: {e.strerror}")
-            self.abort()
+            session.log.note(f"queuedir: cannot queue {self.tmp_path}: {e.strerror}")
+            self.reset(session)
+            if linked:  # in new/, but its directory could not be synced: not taken
+                try:
+                    posix.unlink(dest)
+                except OSError:
+                    pass
             return CANNOT_WRITE
-        return Reply(250, f"2.6.0 Accepted message {self.name} bytes {self.size}")
-
-    def abort(self) -> None:
-        if self.fd >= 0:
-            posix.close(self.fd)
-            self.fd = -1
-            try:
-                posix.unlink(self.path)
-            except OSError:
-                pass
+        self.reset(session)
+        return None

@@ -1,24 +1,23 @@
-"""sender-login: an authenticated client may only send as addresses its login owns.
+"""The sender-login map of cvm-authenticate: an authenticated client may only send as addresses its login owns.
 
 $SENDER_LOGIN_MAP names a text file of lines `address login[,login...]`
 (`@domain` for a whole domain, `<>` for the null sender) or a .cdb file with
-the same keys (lower-cased) and values.  Without the variable, or for a
-client that did not authenticate, this handler has no opinion.
+the same keys (lower-cased) and values.  A client that did not authenticate
+is not concerned.
 """
 
 from __future__ import annotations
 
 from ..control import ControlError, open_cdb, read_lines
 from ..smtp import Reply
-from . import CONTROL_UNREADABLE, Handler
+from . import CONTROL_UNREADABLE
 
 NOT_OWNER = Reply(553, "5.7.1 Sender address not owned by the authenticated user.")
 
 
-class SenderLogin(Handler):
-    def __init__(self, path: str, log) -> None:
+class SenderLogin:
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.log = log
         self._owners = None
 
     def _lookup(self, key: str) -> list[str]:
@@ -40,7 +39,7 @@ class SenderLogin(Handler):
             found = self._owners.get(key, "")
         return [login.strip().lower() for login in found.split(",") if login.strip()]
 
-    def sender(self, session, address) -> Reply | None:
+    def check(self, session, address) -> Reply | None:
         if session.user is None:
             return None
         sender = address.text
@@ -49,9 +48,9 @@ class SenderLogin(Handler):
             if not owners and "@" in sender:
                 owners = self._lookup("@" + address.domain)
         except OSError as e:
-            self.log(f"SENDER_LOGIN_MAP: {e}")
+            session.log.note(f"SENDER_LOGIN_MAP: {e}")
             return CONTROL_UNREADABLE
         if session.user.lower() in owners:
             return None
-        self.log(f"sender {sender!r} not owned by {session.user}")
+        session.log.note(f"sender {sender!r} not owned by {session.user}")
         return NOT_OWNER

@@ -1,0 +1,71 @@
+"""Plugins: small pieces with the hooks of mailfront 2.x's plugin API (plugin-api.html).
+
+A hook answers with a Reply or None.  None passes on to the next plugin; a
+reply of 400 or more is an error that stops the chain; a lower one is an
+acceptance that is remembered while the rest of the chain still runs (see
+`pipeline`).  Hooks may rewrite the address they are given.  A sender or
+recipient that no plugin accepted is refused, so that a configuration with
+no plugins relays for no one.
+
+The registry of names (`smtpfront.registry`) says which module holds each
+plugin; a module is imported only when its plugin is loaded.
+"""
+
+from __future__ import annotations
+
+from ..smtp import Reply
+
+ACCEPTED = Reply(250, None)  # an acceptance without words of its own: the protocol's text is used
+CONTROL_UNREADABLE = Reply(451, "4.3.0 Could not read a control file.")
+
+
+class FinalReply(Reply):
+    """An acceptance that ends the chain: the plugins after this one are not asked (MAILRULES `K`)."""
+
+    __slots__ = ()
+
+
+class Plugin:
+    """No opinion on anything; a plugin overrides the hooks it needs.
+
+    `commands` maps SMTP verbs the plugin adds (AUTH) to the name of the
+    method that answers them.
+    """
+
+    commands: dict[str, str] = {}
+
+    def init(self, session) -> Reply | None:
+        """Once, before the session starts; an error refuses the whole session."""
+        return None
+
+    def helo(self, session, domain: str, capabilities: list[str]) -> Reply | None:
+        """HELO or EHLO; a plugin may append EHLO keywords to `capabilities`."""
+        return None
+
+    def reset(self, session) -> None:
+        """A new message starts (MAIL, RSET, HELO/EHLO, after an error, at the end)."""
+
+    def sender(self, session, address, params: tuple[str, ...]) -> Reply | None:
+        return None
+
+    def recipient(self, session, address, params: tuple[str, ...]) -> Reply | None:
+        return None
+
+    def data_start(self, session) -> Reply | None:
+        return None
+
+    def data_block(self, session, block: bytes) -> Reply | None:
+        """`block` is whole lines of the message (LF line ends, dot-unstuffed)."""
+        return None
+
+    def message_end(self, session) -> Reply | None:
+        return None
+
+
+HOOKS = ("init", "helo", "reset", "sender", "recipient", "data_start", "data_block", "message_end")
+
+
+def hooks(plugins: list[Plugin], name: str) -> list:
+    """The bound `name` hooks of the plugins that define one, in order."""
+    base = getattr(Plugin, name)
+    return [getattr(p, name) for p in plugins if getattr(type(p), name) is not base]
