@@ -92,7 +92,8 @@ class Authenticator:
             nonce = posix.urandom(8).hex()
             self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
             return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
-        self.log(f"AUTH {mechanism} failed: unknown mechanism")
+        # by its length only, like an unknown command: a client that leaves the name out sends its credentials here
+        self.log(f"SASL AUTH failed: unknown mechanism ({len(mechanism)} bytes)")
         return UNKNOWN_MECHANISM
 
     def step(self, session, line: str) -> Reply:
@@ -147,11 +148,10 @@ class Authenticator:
         name = login.decode("utf-8", "surrogateescape")
         if not login or b"\0" in login:
             return self._failed(session, login, BAD_CREDENTIALS)
-        throttle_keys: list[str] = []
+        reservation = None
         if self.throttle is not None:
-            throttle_keys = self.throttle.keys(self.settings.remote_ip, name)
-            refused = self.throttle.check(throttle_keys, self.sleep)
-            if refused:
+            reservation = self.throttle.attempt(self.settings.remote_ip, name, self.sleep)
+            if reservation is None:
                 self.log(f"AUTH {self.mechanism} refused for {name}: throttled")
                 return THROTTLED
         account, at, domain = name.rpartition("@") if "@" in name else (name, "", self.settings.local_host)
@@ -159,6 +159,8 @@ class Authenticator:
         credentials.append((cvm.DOMAIN, domain.encode("utf-8", "surrogateescape")))
         module = self.modules[self.mechanism]
         result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout)
+        if reservation is not None and result.status != cvm.REJECTED:
+            self.throttle.release(reservation)  # not a failed guess: only a rejection keeps counting
         if result.status == cvm.OK:
             session.user = name
             self.log(f"AUTH {self.mechanism} username={name}")
@@ -167,8 +169,6 @@ class Authenticator:
             self.log(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
             return TEMPORARY
         self.log(f"AUTH {self.mechanism} failed for {name}")
-        if self.throttle is not None:
-            self.throttle.record_failure(throttle_keys)
         return self._failed(session, login, BAD_CREDENTIALS)
 
     def _failed(self, session, login: bytes, reply: Reply) -> Reply:
