@@ -158,9 +158,10 @@ def read_proxy_header(transport, settings: Settings, log: Log):
             return None
         data += chunk
     addresses, size = found
+    if settings.relayclient is not None:
+        log("PROXY protocol: RELAYCLIENT from the environment is for the balancer; ignored")
+    settings = settings.behind_balancer()
     if addresses is not None:
-        if settings.relayclient is not None:
-            log("PROXY protocol: RELAYCLIENT from the environment is for the balancer; ignored")
         settings = settings.proxied(addresses.remote_ip, addresses.remote_port, addresses.local_ip,
                                     addresses.local_port)
         log(f"PROXY protocol: client {addresses.remote_ip} port {addresses.remote_port}")

@@ -173,6 +173,12 @@ class Server:
             if reply.ok:
                 s.messages += 1
                 self.log(reply.text)
+                # committed: a failure from here on would make the client send the message again
+                try:
+                    self.reset()
+                except Exception as e:  # noqa: BLE001 - logged; the next command starts from a reset again
+                    self.log(f"internal error after the message was queued (the reply stands): {type(e).__name__}: {e}")
+                return reply
         self.reset()
         return reply
 

@@ -8,6 +8,7 @@ be queued is stopped by killing the child before its envelope pipe closes.
 
 from __future__ import annotations
 
+import _signal
 import posix
 import select
 import time
@@ -76,6 +77,10 @@ class QmailQueue(Backend):
                 [self.program],
                 {**self.environ, **env},
                 file_actions=[(posix.POSIX_SPAWN_DUP2, msg_r, 0), (posix.POSIX_SPAWN_DUP2, env_r, 1)],
+                # as after C's fork and exec: no signal ignored or blocked (Python ignores SIGPIPE and SIGXFSZ,
+                # a supervisor may have left others); _signal is loaded at start-up, signal would add enum
+                setsigdef=_signal.valid_signals(),
+                setsigmask=(),
             )
         except OSError:
             posix.close(self.msg_w)

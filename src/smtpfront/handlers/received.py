@@ -29,6 +29,14 @@ def protocol_name(esmtp: bool, authenticated: bool, tls: bool) -> str:
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
 
 
+def header_safe(value: str) -> str:
+    """`value` with each character that is not printable (CR, LF, NUL, any control, a byte that is not UTF-8)
+    replaced by `?`: the client (HELO) and the environment (a PTR name, an ident answer) can't add header lines."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else "?" for c in value)
+
+
 def received_header(
     helo: str,
     remote_host: str,
@@ -41,6 +49,11 @@ def received_header(
     date: str,
     tls: str | None = None,
 ) -> str:
+    helo, remote_host, remote_ip, remote_info, local_host, local_ip, via = map(
+        header_safe, (helo, remote_host, remote_ip, remote_info, local_host, local_ip, via)
+    )
+    if tls:
+        tls = header_safe(tls)
     client = f"{remote_info}@{remote_host}" if remote_info and remote_host else remote_host
     parts = [client] if client else []
     if remote_ip:
