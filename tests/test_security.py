@@ -323,6 +323,20 @@ def test_c_mailfront_serves_with_timeout_zero(base_env):
     assert r.codes == [220, 221]
 
 
+def test_a_slow_client_does_not_use_up_qmail_queues_time(base_env, queue):
+    """QMAILQUEUE_TIMEOUT is the time qmail-queue may hang, not the client's: counted from DATA, it ran out while
+    the client was still sending, and the child was killed as soon as it had the envelope (451, or a commit
+    killed and answered 451: sent twice)."""
+    proc = subprocess.Popen([str(BIN / "smtpfront-qmail")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**base_env, "QMAILQUEUE_TIMEOUT": "1", "RELAYCLIENT": ""})
+    proc.stdin.write(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nSubject: slow\r\n\r\n")
+    proc.stdin.flush()
+    time.sleep(1.5)
+    out, _ = proc.communicate(b"the rest\r\n.\r\nQUIT\r\n", timeout=30)
+    assert b"\r\n250 2.6.0 Accepted message" in out, out
+    assert len(queue.messages()) == 1
+
+
 @pytest.mark.parametrize("backend", ["qmail", "queuedir"])
 def test_a_fault_after_the_commit_leaves_the_reply_alone(backend, fake_queue, queue, tmp_path):
     """A bug after the back end committed (stood in for by a handler whose reset raises) must not turn the 250

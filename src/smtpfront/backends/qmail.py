@@ -68,7 +68,6 @@ class QmailQueue(Backend):
         self.envelope = envelope(sender, recipients)
         self.size = 0
         self.failed = False
-        self.deadline = time.monotonic() + self.timeout
         msg_r, self.msg_w = posix.pipe()
         env_r, self.env_w = posix.pipe()
         try:
@@ -93,12 +92,15 @@ class QmailQueue(Backend):
         posix.set_blocking(self.env_w, False)
 
     def _write_all(self, fd: int, data: bytes) -> bool:
+        """False when the child is gone or read nothing for the timeout (the client's own pace doesn't count)."""
         view = memoryview(data)
+        deadline = None
         while view:
             try:
                 view = view[posix.write(fd, view) :]
             except BlockingIOError:
-                left = self.deadline - time.monotonic()
+                deadline = deadline or time.monotonic() + self.timeout
+                left = deadline - time.monotonic()
                 if left <= 0 or not select.select([], [fd], [], left)[1]:
                     return False
             except OSError:  # EPIPE: the child is gone
@@ -130,7 +132,12 @@ class QmailQueue(Backend):
         return Reply(250, f"2.6.0 Accepted message qp {pid} bytes {self.size}")
 
     def _wait(self) -> int | None:
-        """The child's exit status, or None when it outlived the deadline (it is killed)."""
+        """The child's exit status, or None when it did not exit within the timeout after the message (it is killed).
+
+        The timeout starts here, not at DATA: a slow client must not use up the time the child
+        has to commit and exit, or it would be killed after committing and the reply would be 451.
+        """
+        deadline = time.monotonic() + self.timeout
         try:
             exited = posix.pidfd_open(self.pid)  # readable when the child exits (Linux 5.3)
         except (AttributeError, OSError):
@@ -141,7 +148,7 @@ class QmailQueue(Backend):
                 pid, status = posix.waitpid(self.pid, posix.WNOHANG)
                 if pid:
                     return status
-                left = self.deadline - time.monotonic()
+                left = deadline - time.monotonic()
                 if left <= 0:
                     posix.kill(self.pid, SIGKILL)
                     posix.waitpid(self.pid, 0)
