@@ -103,7 +103,7 @@ def test_failures_from_other_networks_never_lock_a_user_out(base_env, cvm_socket
 
     store = tmp_path / "throttle"
     store.mkdir()
-    attackers = throttle.LIMITS["pair"][1] + 2  # more than any hard limit of the old design
+    attackers = throttle.LIMITS["pair"][1]  # the old design refused the login everywhere from here on
     for i in range(attackers):  # one guess each from as many networks
         r = run_program("smtpfront-qmail", f"AUTH PLAIN {PLAIN_BAD}\r\n".encode(),
                         throttled_env(base_env, cvm_socket["module"], store, f"203.0.{i}"))
@@ -307,7 +307,7 @@ def test_a_timeout_of_inf_no_longer_queues_a_message_and_answers_451(smtp, queue
     assert r.codes == [421] and queue.messages() == []
 
 
-@pytest.mark.parametrize("value", ["0", "0.5", "1200", "31536000"])
+@pytest.mark.parametrize("value", ["0", "30.5", "1200", "31536000"])
 def test_zero_or_a_sane_timeout_serves(value, smtp, queue):
     """0 is the default, as in C mailfront (TIMEOUT=0 serves there)."""
     env = {"TIMEOUT": value, "SESSION_TIMEOUT": value, "QMAILQUEUE_TIMEOUT": value, "CVM_TIMEOUT": value}
