@@ -284,7 +284,8 @@ def test_relayclient_for_the_balancer_never_opens_relaying_behind_haproxy(send_p
 
 @pytest.mark.parametrize("name", ["TIMEOUT", "SESSION_TIMEOUT", "QMAILQUEUE_TIMEOUT", "CVM_TIMEOUT",
                                   "AUTH_FAIL_DELAY"])
-@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "-inf", "1e300", "-1", "1_0", "0x10", "\u0661"])
+@pytest.mark.parametrize("value", ["inf", "nan", "1e400", "-inf", "1e300", "-1", "1_0", "0x10", "\u0661",
+                                   pytest.param("9" * 5000, id="5000 digits")])
 def test_seconds_must_be_a_finite_number_in_range(name, value, smtp, queue):
     r = smtp(b"EHLO c\r\n" + TRANSACTION + b"QUIT\r\n", **{name: value, "RELAYCLIENT": ""})
     assert r.lines == ["421 4.3.0 Configuration error; try again later."] and r.returncode == 1
@@ -294,7 +295,8 @@ def test_seconds_must_be_a_finite_number_in_range(name, value, smtp, queue):
 
 @pytest.mark.parametrize("name", ["DATABYTES", "MAXRCPTS", "MAXMSGS", "MAXNOTIMPL", "MAXHOPS", "AUTH_MAX_FAILURES",
                                   "PATTERNS_LINEMAX"])
-@pytest.mark.parametrize("value", ["inf", "1e3", "-5", "1_000", "\u0661\u0662", "1" * 30, "5.5"])
+@pytest.mark.parametrize("value", ["inf", "1e3", "-5", "1_000", "\u0661\u0662", "1" * 30, "5.5",
+                                   pytest.param("9" * 5000, id="5000 digits")])
 def test_counts_must_be_whole_numbers_in_range(name, value, smtp):
     r = smtp(b"QUIT\r\n", **{name: value})
     assert r.lines == ["421 4.3.0 Configuration error; try again later."]

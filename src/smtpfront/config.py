@@ -31,7 +31,7 @@ def _count(env: dict[str, str], name: str, default: int = 0) -> int:
     value = env.get(name, "").strip()
     if not value:
         return default
-    if not (value.isascii() and value.isdigit() and int(value) <= MAX_COUNT):
+    if not (value.isascii() and value.isdigit() and len(value) <= 20 and int(value) <= MAX_COUNT):
         raise ConfigError(f"${name} is not a whole number from 0 to {MAX_COUNT}: {value[:40]!r}")
     return int(value)
 
