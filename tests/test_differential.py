@@ -120,6 +120,7 @@ CASES["second greeting"].differs = {"queued": "the latest HELO/EHLO goes in Rece
 CASES["bad address"].differs = {"replies": "`MAIL FROM:x` is read as `x` (mailfront 2.13+)", "log": "the replies"}
 for name in ("fixed replies", "maxnotimpl", "auth not configured"):
     CASES[name].differs = {"log": UNKNOWN_LOGGED}
+CASES["auth syntax"].differs = {"log": "an unknown AUTH mechanism is logged by its length (it may be a credential)"}
 for name in ("auth login prompts", "auth bad", "auth cvm down", "auth in transaction", "octal escape"):
     CASES[name].differs["log"] = "the replies, which are logged"
 CASES["smuggling"].differs.update(log="the replies, which are logged", queued="nothing is queued")

@@ -227,57 +227,6 @@ def test_cram_md5(smtp, tmp_path, base_env):
     assert digest.encode() not in err
 
 
-def test_throttle_across_connections(smtp, cvm_socket, tmp_path):
-    from smtpfront import throttle
-
-    env = {"CVM_SASL_PLAIN": cvm_socket["module"], "AUTH_THROTTLE_DIR": str(tmp_path), "AUTH_MAX_FAILURES": "0"}
-    for _ in range(throttle.THRESHOLD):
-        assert smtp(f"AUTH PLAIN {PLAIN_BAD}\r\n".encode(), **env).codes[1] == 535
-    # from here on each attempt waits; beyond MAX_DELAY it is refused, even with the right password
-    store = throttle.Throttle(str(tmp_path))
-    assert store.delay([throttle.network_key("198.51.100.9")]) == 1.0
-    for _ in range(5):
-        store.record_failure(["user:demo"])
-    r = smtp(f"AUTH PLAIN {PLAIN_OK}\r\n".encode(), **env)
-    assert r.lines[1] == "454 4.7.0 Too many failed logins; try again later."
-    # a success does not wipe the record: the refusal stands
-    assert smtp(f"AUTH PLAIN {PLAIN_OK}\r\n".encode(), **env).codes[1] == 454
-
-
-def test_throttle_is_safe_under_concurrency(tmp_path):
-    from concurrent.futures import ThreadPoolExecutor
-
-    from smtpfront import throttle
-
-    def fail(_):
-        subprocess.run([sys.executable, "-c", "from smtpfront.throttle import Throttle;"
-                        f"Throttle({str(tmp_path)!r}).record_failure(['net:x'])"], check=True)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(fail, range(24)))
-    store = throttle.Throttle(str(tmp_path))
-    assert store._update("net:x", False) == 24
-
-
-def test_throttle_window_expires(tmp_path):
-    from smtpfront import throttle
-
-    now = [1000.0]
-    store = throttle.Throttle(str(tmp_path), clock=lambda: now[0])
-    for _ in range(10):
-        store.record_failure(["user:x"])
-    assert store.delay(["user:x"]) is None
-    now[0] += throttle.WINDOW + 1
-    assert store.delay(["user:x"]) == 0.0
-
-
-def test_network_keys():
-    from smtpfront.throttle import network_key
-
-    assert network_key("198.51.100.7") == network_key("198.51.100.200") == "net:198.51.100.0/24"
-    assert network_key("2001:db8::1") == network_key("2001:db8::ffff") == "net:2001:db8::/64"
-
-
 def test_sender_login_map(smtp, cvm_socket, tmp_path):
     owners = tmp_path / "owners"
     owners.write_text("demo@b.example demo\n@shared.example demo,other\n")

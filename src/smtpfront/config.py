@@ -22,17 +22,31 @@ class ConfigError(ValueError):
     """A variable has a value the program cannot use."""
 
 
-def _number(env: dict[str, str], name: str, default: float, kind: type = int) -> float:
+MAX_COUNT = 2**64 - 1  # C mailfront reads its numbers as unsigned long
+MAX_SECONDS = 31_536_000  # a year: more is a typo, and the system's timers overflow somewhere past 9e9
+
+
+def _count(env: dict[str, str], name: str, default: int = 0) -> int:
+    """A whole number of ASCII digits, at most MAX_COUNT; unset or empty is `default`."""
     value = env.get(name, "").strip()
     if not value:
         return default
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ConfigError(f"${name} is not a number: {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"${name} must not be negative: {value!r}")
-    return number
+    if not (value.isascii() and value.isdigit() and len(value) <= 20 and int(value) <= MAX_COUNT):
+        raise ConfigError(f"${name} is not a whole number from 0 to {MAX_COUNT}: {value[:40]!r}")
+    return int(value)
+
+
+def _seconds(env: dict[str, str], name: str, default: float) -> float:
+    """Seconds as digits with an optional fraction (no sign, exponent, inf or nan), at most MAX_SECONDS.
+
+    Unset, empty or 0 is `default`, as C mailfront takes TIMEOUT=0.
+    """
+    value = env.get(name, "").strip()
+    if not value:
+        return default
+    if not (value.isascii() and value.replace(".", "", 1).isdigit() and float(value) <= MAX_SECONDS):
+        raise ConfigError(f"${name} is not a number of seconds from 0 to {MAX_SECONDS}: {value[:40]!r}")
+    return float(value) or default
 
 
 class Settings:
@@ -111,16 +125,21 @@ class Settings:
     def proxied(self, remote_ip: str, remote_port: str, local_ip: str, local_port: str) -> Settings:
         """The settings for the client a PROXY header names, in place of the balancer tcpserver saw.
 
-        The balancer's host name and ident answer go, and so does a RELAYCLIENT:
-        tcprules granted it to the balancer's address, not to this client.
+        The balancer's host name and ident answer go (see `behind_balancer` for RELAYCLIENT).
         """
         p = self.proto
         environ = {name: value for name, value in self.environ.items()
-                   if name not in (p + "REMOTEHOST", p + "REMOTEINFO", "RELAYCLIENT")}
+                   if name not in (p + "REMOTEHOST", p + "REMOTEINFO")}
         environ.update({p + "REMOTEIP": remote_ip, p + "REMOTEPORT": remote_port, p + "LOCALIP": local_ip,
                         p + "LOCALPORT": local_port})
         return self.replace(environ=environ, remote_ip=remote_ip, remote_port=remote_port, local_ip=local_ip,
-                            local_port=local_port, remote_host="", remote_info="", relayclient=None)
+                            local_port=local_port, remote_host="", remote_info="")
+
+    def behind_balancer(self) -> Settings:
+        """The settings without an environment RELAYCLIENT: tcprules granted it to the balancer's address,
+        which is never the client's, whatever the PROXY header says (UNKNOWN and LOCAL included)."""
+        environ = {name: value for name, value in self.environ.items() if name != "RELAYCLIENT"}
+        return self.replace(environ=environ, relayclient=None)
 
     @classmethod
     def from_environ(cls, environ: dict[str, str]) -> Settings:
@@ -159,34 +178,34 @@ class Settings:
             remote_info=ucspi("REMOTEINFO"),
             greeting=greeting,
             relayclient=env.get("RELAYCLIENT"),
-            timeout=_number(env, "TIMEOUT", 1200.0, float),
-            session_timeout=_number(env, "SESSION_TIMEOUT", 86400.0, float),
-            max_notimpl=_number(env, "MAXNOTIMPL", 0),
-            databytes=_number(env, "DATABYTES", 0),
-            max_msgs=_number(env, "MAXMSGS", 0),
-            max_rcpts=_number(env, "MAXRCPTS", 0),
+            timeout=_seconds(env, "TIMEOUT", 1200.0),
+            session_timeout=_seconds(env, "SESSION_TIMEOUT", 86400.0),
+            max_notimpl=_count(env, "MAXNOTIMPL"),
+            databytes=_count(env, "DATABYTES"),
+            max_msgs=_count(env, "MAXMSGS"),
+            max_rcpts=_count(env, "MAXRCPTS"),
             max_rcpts_reject="MAXRCPTS_REJECT" in env,
-            max_hops=_number(env, "MAXHOPS", 0) or 100,
+            max_hops=_count(env, "MAXHOPS") or 100,
             default_domain=env.get("DEFAULTDOMAIN", ""),
             default_host=env.get("DEFAULTHOST", ""),
             sender_domains=tuple(d.lower() for d in env.get("SENDER_DOMAINS", "").split(":") if d),
             mailrules=env.get("MAILRULES") or None,
             mailrules_cache=env.get("MAILRULES_CACHE") or None,
             patterns=env.get("PATTERNS") or None,
-            patterns_linemax=_number(env, "PATTERNS_LINEMAX", 0) or 256,
+            patterns_linemax=_count(env, "PATTERNS_LINEMAX") or 256,
             patterns_resp=env.get("PATTERNS_RESP") or "This message contains prohibited content",
             qmail_home=qmail_home,
-            qmail_queue_timeout=_number(env, "QMAILQUEUE_TIMEOUT", 3600.0, float),
+            qmail_queue_timeout=_seconds(env, "QMAILQUEUE_TIMEOUT", 3600.0),
             cvm_plain=cvm_plain,
             cvm_login=env.get("CVM_SASL_LOGIN") or cvm_plain,
             cvm_cram_md5=env.get("CVM_SASL_CRAM_MD5") or None,
-            cvm_timeout=_number(env, "CVM_TIMEOUT", 10.0, float),
+            cvm_timeout=_seconds(env, "CVM_TIMEOUT", 10.0),
             cvm_lookup=env.get("CVM_LOOKUP"),
             cvm_lookup_secret=env.get("CVM_LOOKUP_SECRET", env.get("LOOKUP_SECRET")),
             plugins=env.get("PLUGINS"),
             auth_requires_tls="AUTH_REQUIRES_TLS" in env,
-            auth_max_failures=_number(env, "AUTH_MAX_FAILURES", 3),
-            auth_fail_delay=_number(env, "AUTH_FAIL_DELAY", 0.0, float),
+            auth_max_failures=_count(env, "AUTH_MAX_FAILURES", 3),
+            auth_fail_delay=_seconds(env, "AUTH_FAIL_DELAY", 0.0),
             auth_throttle_dir=env.get("AUTH_THROTTLE_DIR") or None,
             sender_login_map=env.get("SENDER_LOGIN_MAP") or None,
             header_add=env.get("HEADER_ADD", ""),

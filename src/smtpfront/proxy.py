@@ -119,9 +119,10 @@ def read_header(transport, settings, log):
             return None
         data += chunk
     addresses, size = found
+    if settings.relayclient is not None:  # even for UNKNOWN / LOCAL: tcprules granted it to the balancer
+        log.note("PROXY protocol: RELAYCLIENT from the environment is for the balancer; ignored")
+    settings = settings.behind_balancer()
     if addresses is not None:
-        if settings.relayclient is not None:
-            log.note("PROXY protocol: RELAYCLIENT from the environment is for the balancer; ignored")
         settings = settings.proxied(addresses.remote_ip, addresses.remote_port, addresses.local_ip,
                                     addresses.local_port)
         log.note(f"PROXY protocol: client {addresses.remote_ip} port {addresses.remote_port}")

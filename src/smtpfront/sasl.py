@@ -103,7 +103,8 @@ class Authenticator:
             nonce = posix.urandom(8).hex()
             self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
             return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
-        self.log(f"SASL AUTH {mechanism} failed")
+        # by its length only, like an unknown command: a client that leaves the name out sends its credentials here
+        self.log(f"SASL AUTH failed: unknown mechanism ({len(mechanism)} bytes)")
         return UNKNOWN_MECHANISM
 
     def step(self, session, line: str) -> Reply:
@@ -170,30 +171,28 @@ class Authenticator:
         name = login.decode("utf-8", "surrogateescape")
         if not login or b"\0" in login:
             return self._failed(session, login, BAD_CREDENTIALS)
-        throttle_keys: list[str] = []
+        reservation = None
         if self.throttle is not None:
-            throttle_keys = self.throttle.keys(self.settings.remote_ip, name)
-            refused = self.throttle.check(throttle_keys, self.sleep)
-            if refused:
+            reservation = self.throttle.attempt(self.settings.remote_ip, name, self.sleep)
+            if reservation is None:
                 self.log(f"SASL AUTH {self.mechanism} failed")
-                self.log.note(f"AUTH {self.mechanism} refused for {name}: throttled")
+                self.log.note(f"AUTH {self.mechanism} refused: throttled")
                 return THROTTLED
         account, at, domain = name.rpartition("@") if "@" in name else (name, "", self.settings.local_host)
         credentials = [(cvm.ACCOUNT, account.encode("utf-8", "surrogateescape"))]
         credentials.append((cvm.DOMAIN, domain.encode("utf-8", "surrogateescape")))
         module = self.modules[self.mechanism]
         result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout)
+        if reservation is not None and result.status != cvm.REJECTED:
+            self.throttle.release(reservation)  # not a failed guess: only a rejection keeps counting
         if result.status == cvm.OK:
             session.user = name
             self.log(f"SASL AUTH {self.mechanism} {success_facts(result.facts, name)}")
             return SUCCEEDED
         self.log(f"SASL AUTH {self.mechanism} failed")
         if result.status == cvm.TEMPORARY:
-            self.log.note(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
+            self.log.note(f"AUTH {self.mechanism}: CVM failure: {result.why}")
             return TEMPORARY
-        self.log.note(f"AUTH {self.mechanism} failed for {name}")
-        if self.throttle is not None:
-            self.throttle.record_failure(throttle_keys)
         return self._failed(session, login, BAD_CREDENTIALS)
 
     def _failed(self, session, login: bytes, reply: Reply) -> Reply:

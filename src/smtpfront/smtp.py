@@ -66,6 +66,7 @@ NEED_RCPT = Reply(503, "5.5.1 You must send RCPT TO: first")
 BAD_ADDRESS = Reply(501, "5.5.2 Syntax error in address parameter.")
 BAD_SIZE = Reply(501, "5.5.4 Invalid SIZE parameter.")
 NO_PARAMETERS = Reply(501, "5.5.2 Syntax error, no parameters allowed.")
+BAD_HELLO = Reply(501, "5.5.4 Invalid HELO/EHLO argument: no CR, LF or NUL.")
 OK = Reply(250, "2.3.0 OK")
 VRFY = Reply(252, "2.5.2 Send some mail, I'll try my best.")
 HELP = Reply(214, "2.0.0 Help not available.")
@@ -400,11 +401,17 @@ class Engine:
             self.log.append(f"{verb} {arg}")
         return handler(self, arg)
 
-    def _helo(self, arg: str) -> Event:
-        return Hello(arg, esmtp=False)
+    def _helo(self, arg: str) -> Event | None:
+        return self._hello(arg, esmtp=False)
 
-    def _ehlo(self, arg: str) -> Event:
-        return Hello(arg, esmtp=True)
+    def _ehlo(self, arg: str) -> Event | None:
+        return self._hello(arg, esmtp=True)
+
+    def _hello(self, arg: str, esmtp: bool) -> Event | None:
+        # the argument goes into the Received header: a CR or NUL there would forge header lines
+        if "\r" in arg or "\n" in arg or "\0" in arg:
+            return self._reply(BAD_HELLO)
+        return Hello(arg, esmtp)
 
     def _mail(self, arg: str) -> Event | None:
         self._clear_transaction()  # as mailfront: MAIL starts over before its argument is read

@@ -8,6 +8,7 @@ be queued is stopped by killing the child before its envelope pipe closes.
 
 from __future__ import annotations
 
+import _signal
 import posix
 import select
 import time
@@ -79,7 +80,6 @@ class QmailQueue(Plugin):
         program = session.getenv("QMAILQUEUE") or home + "/bin/qmail-queue"
         self.size = 0
         self.failed = False
-        self.deadline = time.monotonic() + self.timeout
         msg_r, self.msg_w = posix.pipe()
         env_r, self.env_w = posix.pipe()
         environ = {**session.settings.environ, **session.env}
@@ -89,6 +89,10 @@ class QmailQueue(Plugin):
                 [program],
                 environ,
                 file_actions=[(posix.POSIX_SPAWN_DUP2, msg_r, 0), (posix.POSIX_SPAWN_DUP2, env_r, 1)],
+                # as after C's fork and exec: no signal ignored or blocked (Python ignores SIGPIPE and SIGXFSZ,
+                # a supervisor may have left others); _signal is loaded at start-up, signal would add enum
+                setsigdef=_signal.valid_signals(),
+                setsigmask=(),
             )
         except OSError:
             posix.close(self.msg_w)
@@ -102,12 +106,15 @@ class QmailQueue(Plugin):
         return None
 
     def _write_all(self, fd: int, data: bytes) -> bool:
+        """False when the child is gone or read nothing for the timeout (the client's own pace doesn't count)."""
         view = memoryview(data)
+        deadline = None
         while view:
             try:
                 view = view[posix.write(fd, view) :]
             except BlockingIOError:
-                left = self.deadline - time.monotonic()
+                deadline = deadline or time.monotonic() + self.timeout
+                left = deadline - time.monotonic()
                 if left <= 0 or not select.select([], [fd], [], left)[1]:
                     return False
             except OSError:  # EPIPE: the child is gone
@@ -142,7 +149,12 @@ class QmailQueue(Plugin):
         return Reply(250, accepted)
 
     def _wait(self) -> int | None:
-        """The child's exit status, or None when it outlived the deadline (it is killed)."""
+        """The child's exit status, or None when it did not exit within the timeout after the message (it is killed).
+
+        The timeout starts here, not at DATA: a slow client must not use up the time the child
+        has to commit and exit, or it would be killed after committing and the reply would be 451.
+        """
+        deadline = time.monotonic() + self.timeout
         try:
             exited = posix.pidfd_open(self.pid)  # readable when the child exits (Linux 5.3)
         except (AttributeError, OSError):
@@ -153,7 +165,7 @@ class QmailQueue(Plugin):
                 pid, status = posix.waitpid(self.pid, posix.WNOHANG)
                 if pid:
                     return status
-                left = self.deadline - time.monotonic()
+                left = deadline - time.monotonic()
                 if left <= 0:
                     posix.kill(self.pid, SIGKILL)
                     posix.waitpid(self.pid, 0)

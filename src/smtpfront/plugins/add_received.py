@@ -36,6 +36,14 @@ def protocol_name(protocol: str, authenticated: bool, tls: bool) -> str:
     return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
 
 
+def header_safe(value: str) -> str:
+    """`value` with each character that is not printable (CR, LF, NUL, any control, a byte that is not UTF-8)
+    replaced by `?`: the client (HELO) and the environment (a PTR name, an ident answer) can't add header lines."""
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else "?" for c in value)
+
+
 def from_by(name: str | None, host: str | None, ip: str | None) -> str:
     """`name (host [ip])`, as mailfront's str_catfromby writes it."""
     text = name or host or ip or "unknown"
@@ -50,11 +58,12 @@ class AddReceived(Plugin):
     def init(self, session) -> None:
         s = session.settings
         prefix = "IPv6:" if s.proto.upper() == "TCP6" else ""
-        self.local_host = s.local_host or None
-        self.local_ip = prefix + s.local_ip if s.local_ip else None
-        self.remote_host = s.remote_host or None
-        self.remote_ip = prefix + s.remote_ip if s.remote_ip else None
-        self.fixup = (s.fixup_received_host, s.fixup_received_ip)
+        self.local_host = header_safe(s.local_host) or None
+        self.local_ip = header_safe(prefix + s.local_ip) if s.local_ip else None
+        self.remote_host = header_safe(s.remote_host) or None
+        self.remote_ip = header_safe(prefix + s.remote_ip) if s.remote_ip else None
+        self.fixup = (header_safe(s.fixup_received_host), header_safe(s.fixup_received_ip))
+        self.via = header_safe(s.proto)
         return None
 
     def data_start(self, session) -> None:
@@ -72,8 +81,9 @@ class AddReceived(Plugin):
             header.append(add + "\n")
         if not skip:
             protocol = protocol_name(session.protocol, session.user is not None, session.tls is not None)
-            with_ = f"{protocol} via {session.settings.proto}" + (f" ({session.tls})" if session.tls else "")
-            header.append(f"Received: from {from_by(session.helo, self.remote_host, self.remote_ip)}\n"
+            with_ = f"{protocol} via {self.via}" + (f" ({header_safe(session.tls)})" if session.tls else "")
+            helo = header_safe(session.helo) if session.helo else None
+            header.append(f"Received: from {from_by(helo, self.remote_host, self.remote_ip)}\n"
                           f"  by {from_by(self.local_host, None, self.local_ip)}\n"
                           f"  with {with_}; {date}\n")
         if header:
