@@ -109,6 +109,15 @@ def test_address_forms_as_mailfront_2_13_reads_them():
         assert events == [smtp.Reset()] and replies(e) == ["501 5.5.2 Syntax error in address parameter."], line
 
 
+def test_control_characters_in_an_address_are_refused():
+    """A NUL would cut the qmail-queue envelope short; a bare CR would reach Return-Path: at delivery."""
+    for address in (b"a\rb@c.d", b"a@c.d\r", b"a\x00b@c.d", b"a\x1bb@c.d", b"a\x7fb@c.d"):
+        e = Engine()
+        feed(e, b"MAIL FROM:<" + address + b">\r\nMAIL FROM:<a@c.d>\r\nRCPT TO:<" + address + b">\r\n")
+        assert replies(e) == ["501 5.5.2 Syntax error in address parameter.", "250 2.1.0 ok",
+                              "501 5.5.2 Syntax error in address parameter."], address
+
+
 def test_a_refused_mail_command_ends_the_transaction():
     """As in mailfront, MAIL starts over before its argument is read: a RCPT after a bad MAIL needs a new one."""
     e = Engine()

@@ -218,7 +218,8 @@ def parse_path(arg: str, keyword: str) -> tuple[str, tuple[str, ...]] | None:
     dropped, and a backslash takes the next character literally.  A source
     route (`<@a,@b:user@host>`) is dropped as RFC 5321 allows.  Returns None
     when there is no address, the bracket is not closed, or the address holds
-    a NUL (it would cut the qmail-queue envelope short).
+    a control character (a NUL would cut the qmail-queue envelope short, a CR
+    would reach the Return-Path: header written at delivery).
     """
     if arg[: len(keyword)].upper() != keyword:
         return None
@@ -249,8 +250,8 @@ def parse_path(arg: str, keyword: str) -> tuple[str, tuple[str, ...]] | None:
     if term == ">" and i >= n:
         return None
     path = "".join(address)
-    if "\0" in path:
-        return None
+    if not path.isprintable() and any(c < " " or c == "\x7f" for c in path):
+        return None  # a NUL would cut the envelope short; a CR would reach Return-Path: at delivery
     if path.startswith("@") and ":" in path:
         path = path[path.index(":") + 1 :]
     return path, tuple(rest[i + 1 :].split())

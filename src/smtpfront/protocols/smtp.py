@@ -79,6 +79,7 @@ class SMTP:
         self.engine = engine
         self.log = log
         self.auth = next((p for p in pipeline.plugins if "AUTH" in p.commands and p.exists()), None)
+        self.transport = None  # the client's bytes: plain, or TLS once STARTTLS succeeded
         self.tls = tls  # a callable giving an ssl context when STARTTLS may be offered
         self.tls_context = None  # built on first use, so `ssl` is imported only then
         self._dispatch = {
@@ -207,22 +208,24 @@ class SMTP:
         self.log.note(f"TLS started: {description}")
 
 
-def start_tls(transport, handler: SMTP, log):
-    """The TLS handshake on `transport`; the TLS transport, or None when it failed (logged).
+def start_tls(handler: SMTP, log) -> bool:
+    """The TLS handshake on the handler's transport; False when it failed (logged).
 
-    On success the engine and the handler start over, as on a new connection.
+    On success the transport is the TLS one, and the engine and the handler
+    start over, as on a new connection.
     """
     from ..tls import TLSError, TLSTransport
 
-    tls = TLSTransport(transport, handler.tls_context)
+    tls = TLSTransport(handler.transport, handler.tls_context)
     try:
         tls.handshake(handler.settings.timeout)
     except TLSError as e:
         log.note(str(e))
-        return None
+        return False
+    handler.transport = tls
     handler.engine.start_tls()
     handler.tls_started(tls.description())
-    return tls
+    return True
 
 
 def serve(pipeline, transport, log, clock) -> int:
@@ -237,12 +240,21 @@ def serve(pipeline, transport, log, clock) -> int:
         return 1
     engine = smtp.Engine(max_notimpl=settings.max_notimpl)
     handler = SMTP(pipeline, engine, log, tls)
-    session_end = clock() + settings.session_timeout
+    handler.transport = transport
     if settings.smtps:  # implicit TLS (RFC 8314): the handshake comes before the greeting
-        transport = start_tls(transport, handler, log) if handler.tls_ready() else None
-        if transport is None:
+        if not (handler.tls_ready() and start_tls(handler, log)):
             return 1
     engine.send(handler.greeting())
+    try:
+        return _events(handler, log, clock)
+    except BaseException:
+        handler.transport.write(engine.data_to_send())  # replies already decided go out before anything else
+        raise
+
+
+def _events(handler: SMTP, log, clock) -> int:
+    engine, settings = handler.engine, handler.settings
+    session_end = clock() + settings.session_timeout
     exit_code = 0
     while True:
         event = engine.next_event()
@@ -254,14 +266,14 @@ def serve(pipeline, transport, log, clock) -> int:
             engine.log.clear()
             engine.notes.clear()
         if event is None:
-            if not transport.write(engine.data_to_send()):
+            if not handler.transport.write(engine.data_to_send()):
                 handler.closed(smtp.Closed(in_data=engine.mode == smtp.DATA, exit_code=1))
                 return 1
             if engine.mode == smtp.CLOSED:
                 return exit_code
             wait = min(settings.timeout, session_end - clock())
             try:
-                data = transport.read(wait) if wait > 0 else None
+                data = handler.transport.read(wait) if wait > 0 else None
             except ConnectionError as e:  # a broken TLS record: the client is gone for us
                 log.note(str(e))
                 data = b""
@@ -280,8 +292,5 @@ def serve(pipeline, transport, log, clock) -> int:
         if isinstance(event, smtp.Closed):
             exit_code = event.exit_code
         elif isinstance(event, smtp.StartTLS) and reply.code == 220:
-            if not transport.write(engine.data_to_send()):
-                return 1
-            transport = start_tls(transport, handler, log)
-            if transport is None:
+            if not handler.transport.write(engine.data_to_send()) or not start_tls(handler, log):
                 return 1
