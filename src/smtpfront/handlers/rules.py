@@ -6,17 +6,15 @@ from ..mailrules import PASS, RECIPIENT, SENDER, RulesError, decide, load
 from ..smtp import Reply
 from . import CONTROL_UNREADABLE, Handler
 
-RULES_UNREADABLE = Reply(421, "4.3.0 Could not open $MAILRULES file")
 
-
-def load_rules(path: str, log, cache_dir: str | None = None):
-    """The parsed rules; a file that can't be read or parsed stops the program (fail closed)."""
+def load_rules(path: str, log, cache_dir: str | None = None, tmpdir: str | None = None):
+    """The parsed rules; a file C would refuse stops the program with C's 421 (fail closed)."""
     from ..cli import StartupError
 
     try:
-        return load(path, cache_dir)
+        return load(path, cache_dir, log, tmpdir)
     except RulesError as e:
-        raise StartupError(RULES_UNREADABLE, f"MAILRULES {e}") from None
+        raise StartupError(Reply(421, e.reply), f"MAILRULES {e}") from None
 
 
 class MailRules(Handler):
