@@ -51,6 +51,12 @@ class CDB:
 
     def find(self, key: bytes, h: int) -> bytes | None:
         """get() for a caller that has the key's hash already (it can hash many keys sharing a prefix cheaply)."""
+        for data in self.find_all(key, h):
+            return data
+        return None
+
+    def find_all(self, key: bytes, h: int):
+        """The value of every record with this key (a cdb file may hold several), in the order they were written."""
         tables = self._tables
         if tables is None:
             header = self._read(0, 2048)
@@ -61,18 +67,17 @@ class CDB:
             self._tables = tables
         table_pos, slots = tables[(h & 255) * 2], tables[(h & 255) * 2 + 1]
         if not slots:
-            return None
+            return
         slot = (h >> 8) % slots
         for _ in range(slots):
             slot_hash, record = _pair(self._read(table_pos + slot * 8, 8))
             if not record:
-                return None
+                return
             if slot_hash == h:
                 klen, dlen = _pair(self._read(record, 8))
                 if klen == len(key) and self._read(record + 8, klen) == key:
-                    return self._read(record + 8 + klen, dlen)
+                    yield self._read(record + 8 + klen, dlen)
             slot = (slot + 1) % slots
-        return None
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None

@@ -77,6 +77,14 @@ def compile(pattern, fold: bool = True) -> tuple:  # noqa: A001 - the module's v
     """The match plan for a pattern; with `fold`, subjects must be given lower-cased (`matches` does not fold)."""
     if fold:
         pattern = pattern.lower()
+    star, question, bracket = (b"*", b"?", b"[") if isinstance(pattern, bytes) else "*?["
+    if question not in pattern and bracket not in pattern:  # the common shapes, without a token a character
+        runs = pattern.split(star)
+        if len(runs) == 1:
+            return ("=", pattern)
+        if not any(runs):
+            return ("*",)
+        return ("s", runs[0], tuple(r for r in runs[1:-1] if r), runs[-1])
     toks, _ = tokens(pattern)
     if any(t == ANY or type(t) is tuple for t in toks):
         return ("g", tuple(toks))

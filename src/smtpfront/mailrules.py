@@ -152,6 +152,7 @@ def _text(value: bytes) -> str:
 
 
 def _pattern(raw: bytes, plans: dict) -> tuple:
+    """(negate, plan) of a pattern field."""
     body = raw.lstrip(b"!")
     negate = (len(raw) - len(body)) % 2 == 1
     text = _unescape(body)
@@ -171,9 +172,14 @@ def parse(data: bytes, path: str = "<rules>", report=None) -> list[tuple]:
     """The rules of a file's contents, in file order, guards folded into the rule each guards.
 
     `report(line, message, reply)` hears of each refusal (`reply` is its 421
-    text) and oddity C lets pass (`reply` None), in line order; without it the
-    first refusal raises RulesError.
+    text) and oddity C lets pass (`reply` None); without it the first refusal
+    raises RulesError.
     """
+    return list(_rules(data, path, report))
+
+
+def _rules(data: bytes, path: str, report):
+    """parse(), one rule at a time (a cache of 100,000 rules is written without holding them all)."""
 
     def problem(lineno: int, message: str, reply: str | None = None) -> None:
         if report is not None:
@@ -181,7 +187,6 @@ def parse(data: bytes, path: str = "<rules>", report=None) -> list[tuple]:
         elif reply is not None:
             raise RulesError(path, lineno, message, reply)
 
-    rules: list[tuple] = []
     section = None
     guards: list[tuple] = []
     no_recipient: list[int] = []  # guards without a recipient field, waiting for the rule they guard
@@ -251,27 +256,29 @@ def parse(data: bytes, path: str = "<rules>", report=None) -> list[tuple]:
         if section is not None:
             tag = section[0]
         else:
-            tag = "s" if len(pieces) > 1 and _unescape(pieces[1].lstrip(b"!")) == b"*" else "r"
+            tag = "s" if rpat[1] == ("*",) and _unescape(pieces[1].lstrip(b"!")) == b"*" else "r"
         if tag == "r":
             for at in no_recipient + ([lineno] if len(pieces) == 1 and len(line) > 1 else []):
                 problem(at, "no recipient field: the line is a recipient rule (or guards one) whose empty "
                             "recipient pattern matches no recipient")
         no_recipient = []
-        rules.append((lineno, kind, tag, spat, rpat, response, int(databytes or 0),
-                      _text(_unescape(pieces[4])) if len(pieces) > 4 else "", tuple(env), tuple(guards), source))
+        yield (lineno, kind, tag, spat, rpat, response, int(databytes or 0),
+               _text(_unescape(pieces[4])) if len(pieces) > 4 else "", tuple(env), tuple(guards), source)
         guards = []
+        if len(plans) > 1000:  # most patterns are used once; keep memory flat on big files
+            plans.clear()
     if guards:
         problem(guards[-1][0], "guard not followed by a rule: ignored")
-    return rules
 
 
 def text_lists(rules: list[tuple]) -> list[tuple[int, str]]:
     """(line, path) of every text list the rules and their guards name, in line order."""
     out = []
     for rule in rules:
-        for guard in rule[GUARDS]:
-            out += [(guard[0], p[1][1]) for p in guard[2:4] if p[1][0] == "l" and not p[1][3]]
-        out += [(rule[LINE], p[1][1]) for p in (rule[SPAT], rule[RPAT]) if p[1][0] == "l" and not p[1][3]]
+        if rule[GUARDS] or rule[SPAT][1][0] == "l" or rule[RPAT][1][0] == "l":  # most rules have none
+            for guard in rule[GUARDS]:
+                out += [(guard[0], p[1][1]) for p in guard[2:4] if p[1][0] == "l" and not p[1][3]]
+            out += [(rule[LINE], p[1][1]) for p in (rule[SPAT], rule[RPAT]) if p[1][0] == "l" and not p[1][3]]
     return out
 
 
@@ -398,7 +405,7 @@ def decide(rules: RuleSet, applies_to: str, sender: str, recipient: str | None):
 # ---- the index ----------------------------------------------------------------
 
 
-def index_key(rule: tuple, buckets: dict) -> bytes | None:
+def index_key(rule: tuple, counts: dict[bytes, int]) -> bytes | None:
     """Where the index files a rule: b"x" + list + which address + the address its pattern is equal to, or
     b"p" + list + which + the piece of its literal text that the fewest rules are filed under so far.
 
@@ -413,11 +420,39 @@ def index_key(rule: tuple, buckets: dict) -> bytes | None:
         where = (tag + which).encode()
         if plan[0] == "=":
             return b"x" + where + plan[1]
-        pieces = [b"p" + where + run[i : i + WINDOW]
-                  for run in globs.literals(plan) for i in range(max(1, len(run) - WINDOW + 1))]
-        if pieces:
-            return min(pieces, key=lambda piece: len(buckets.get(piece, ())))
+        best, fewest = None, 0
+        for run in globs.literals(plan):
+            for i in range(max(1, len(run) - WINDOW + 1)):
+                piece = b"p" + where + run[i : i + WINDOW]
+                filed = counts.get(piece, 0)
+                if not filed:
+                    return piece
+                if best is None or filed < fewest:
+                    best, fewest = piece, filed
+        if best is not None:
+            return best
     return None
+
+
+class Filing:
+    """Files rules one at a time, and keeps what a lookup must know: where (list and address) there are exact
+    keys, and the lengths of the pieces."""
+
+    def __init__(self) -> None:
+        self.counts: dict[bytes, int] = {}
+        self.shape: dict[str, tuple[bool, tuple]] = {}  # "ss", "rr", "rs" -> (exact keys?, piece lengths)
+
+    def file(self, rule: tuple) -> bytes | None:
+        key = index_key(rule, self.counts)
+        if key is not None:
+            self.counts[key] = self.counts.get(key, 0) + 1
+            where = key[1:3].decode()
+            exact, lengths = self.shape.get(where, (False, ()))
+            if key[:1] == b"x":
+                self.shape[where] = (True, lengths)
+            elif len(key) - 3 not in lengths:
+                self.shape[where] = (exact, tuple(sorted((*lengths, len(key) - 3))))
+        return key
 
 
 def _probe(find, where: str, addr: bytes | None, exact: bool, lengths: tuple) -> list[tuple]:
@@ -451,26 +486,20 @@ def _probe(find, where: str, addr: bytes | None, exact: bool, lengths: tuple) ->
 class MemoryIndex:
     """The index of rules parsed by this process."""
 
-    def __init__(self, rules: list[tuple]) -> None:
-        self.rules = rules
-        self.lists = text_lists(rules)
+    def __init__(self, rules) -> None:
+        self.rules: list[tuple] = []
         self._generic: dict[str, list[tuple]] = {"s": [], "r": []}
         self.buckets: dict[bytes, list[tuple]] = {}
+        filing = Filing()
         for rule in rules:
-            key = index_key(rule, self.buckets)
+            self.rules.append(rule)
+            key = filing.file(rule)
             if key is None:
                 self._generic[rule[TAG]].append(rule)
             else:
                 self.buckets.setdefault(key, []).append(rule)
-        self.shape: dict[str, tuple[bool, tuple]] = {}  # where -> (any exact keys, lengths of the pieces)
-        for key in self.buckets:
-            where = key[1:3].decode()
-            exact, lengths = self.shape.get(where, (False, ()))
-            if key[:1] == b"x":
-                exact = True
-            elif len(key) - 3 not in lengths:
-                lengths = tuple(sorted((*lengths, len(key) - 3)))
-            self.shape[where] = (exact, lengths)
+        self.shape = filing.shape
+        self.lists = text_lists(self.rules)
 
     def generic(self, tag: str) -> list[tuple]:
         return self._generic[tag]
@@ -478,13 +507,23 @@ class MemoryIndex:
     def probe(self, where: str, addr: bytes | None) -> list[tuple]:
         return _probe(lambda key, h: self.buckets.get(key), where, addr, *self.shape.get(where, (False, ())))
 
-    def records(self, key: tuple):
-        """The cache file's (key, value) records: the same index, one record per lookup."""
-        yield b"meta", marshal.dumps((key, self.shape, self.lists))
-        for tag, rules in self._generic.items():
-            yield b"g" + tag.encode(), marshal.dumps(rules)
-        for name, rules in self.buckets.items():
-            yield name, marshal.dumps(rules)
+
+def records(rules, key: tuple):
+    """The cache file's (key, value) records for the rules as they come: a record a rule, under its index key,
+    then the rules always tried, one record a list, and last what a lookup must know (b"meta")."""
+    filing = Filing()
+    generic: dict[str, list[tuple]] = {"s": [], "r": []}
+    lists: list[tuple[int, str]] = []
+    for rule in rules:
+        lists += text_lists([rule])
+        name = filing.file(rule)
+        if name is None:
+            generic[rule[TAG]].append(rule)
+        else:
+            yield name, marshal.dumps(rule)
+    for tag, always in generic.items():
+        yield b"g" + tag.encode(), marshal.dumps(always)
+    yield b"meta", marshal.dumps((key, filing.shape, lists))
 
 
 class CacheIndex:
@@ -505,9 +544,8 @@ class CacheIndex:
             rules = self._generic[tag] = marshal.loads(data)
         return rules
 
-    def _find(self, key: bytes, h: int) -> list[tuple] | None:
-        data = self.cdb.find(key, h)
-        return None if data is None else marshal.loads(data)
+    def _find(self, key: bytes, h: int) -> list[tuple]:
+        return [marshal.loads(data) for data in self.cdb.find_all(key, h)]
 
     def probe(self, where: str, addr: bytes | None) -> list[tuple]:
         return _probe(self._find, where, addr, *self.shape.get(where, (False, ())))
@@ -542,8 +580,11 @@ def load(path: str, cache_dir: str | None = None, log=None, tmpdir: str | None =
         if index is None and _private(private, create=False) is None:
             index = _open_cache(_cache_path(path, private), key)
         if index is None:
-            index = MemoryIndex(_parse_as_c(_read_all(fd, path), path))
-            _save(index, key, path, primary, private, log)
+            data = _read_all(fd, path)
+            written = _save(data, key, path, primary, private, log)
+            index = _open_cache(written, key) if written else None
+            if index is None:
+                index = MemoryIndex(_as_c(data, path))
     finally:
         posix.close(fd)
     return _checked(path, index)
@@ -556,20 +597,20 @@ def load_uncached(path: str) -> RuleSet:
     except OSError as e:
         raise RulesError(path, 0, f"cannot open: {e.strerror}", COULD_NOT_OPEN) from None
     try:
-        return _checked(path, MemoryIndex(_parse_as_c(_read_all(fd, path), path)))
+        return _checked(path, MemoryIndex(_as_c(_read_all(fd, path), path)))
     finally:
         posix.close(fd)
 
 
-def _parse_as_c(data: bytes, path: str) -> list[tuple]:
-    """parse(), raising the refusal C meets first: it stops at the first bad line, and opens lists as it goes."""
-    found: list[RulesError] = []
-    rules = parse(data, path, lambda line, message, reply: reply and found.append(
-        RulesError(path, line, message, reply)))
-    if found:
-        found += unopenable(path, [(n, p) for n, p in text_lists(rules) if n < found[0].line])
-        raise min(found, key=lambda e: e.line)
-    return rules
+def _as_c(data: bytes, path: str):
+    """The rules, raising the refusal C meets first: it stops at the first bad line, opening lists as it goes."""
+    named: list[tuple[int, str]] = []
+    try:
+        for rule in _rules(data, path, None):
+            named += text_lists([rule])
+            yield rule
+    except RulesError as e:
+        raise ([*unopenable(path, named), e])[0] from None
 
 
 def _checked(path: str, index) -> RuleSet:
@@ -635,31 +676,36 @@ def _open_cache(cache: str, key: tuple) -> CacheIndex | None:
     return CacheIndex(cdb, shape, lists)
 
 
-def _save(index: MemoryIndex, key: tuple, path: str, primary: str, private: str, log) -> None:
-    """Best effort: the rules work without a cache, only slower."""
+def _save(data: bytes, key: tuple, path: str, primary: str, private: str, log) -> str | None:
+    """Parse the rules into a cache file and say where (None: nowhere could be written; the rules work without)."""
     try:
-        _write_cache(primary, index, key)
-        return
+        _write_cache(primary, records(_as_c(data, path), key))
+        return primary
     except OSError as e:
         why = f"cannot write {primary}: {e.strerror}"
+    written = None
     problem = _private(private, create=True)
     if problem is None:
+        written = _cache_path(path, private)
         try:
-            _write_cache(_cache_path(path, private), index, key)
+            _write_cache(written, records(_as_c(data, path), key))
         except OSError as e:
-            problem = f"cannot write in {private}: {e.strerror}"
+            problem, written = f"cannot write in {private}: {e.strerror}", None
     if log is not None:
         log(f"MAILRULES: {why}; " + (f"not cached: {problem}" if problem else f"cached in {private}"))
+    return written
 
 
-def _write_cache(cache: str, index: MemoryIndex, key: tuple) -> None:
+def _write_cache(cache: str, records) -> None:
+    """Write the records to a temporary file renamed into place; nothing is left behind when anything fails
+    (a refusal found half-way included)."""
     from .cdb import write_cdb
 
     tmp = f"{cache}.{posix.getpid()}.tmp"
     try:
-        write_cdb(tmp, index.records(key))
+        write_cdb(tmp, records)
         posix.replace(tmp, cache)
-    except OSError:
+    except BaseException:
         try:
             posix.unlink(tmp)
         except OSError:
