@@ -42,6 +42,8 @@ CASES = {
     "missing domain list": ("k*:[[@{d}/nope]]\n", MAIL, None),
     "missing cdb": ("d[[{d}/nope.cdb]]:*:hit\n", MAIL,
                     "C's cdb_find fails on the missing file and the rule matches; documented: silently ignored"),
+    "empty cdb": ("d[[{d}/empty.cdb]]:*:hit\n", MAIL, "an unreadable cdb: C matches every address, we answer 451"),
+    "directory as a list": ("d[[{d}]]:*:hit\n", MAIL, "C reads a directory as an empty list; we answer 451"),
     "!!": ("d!!*@b.example:*:double\n", MAIL, None),
     "!!!": ("d!!!*@b.example:*:triple\nd*:*:after\n", MAIL, None),
     "short [[a]]": ("d[[a]]:*:short\nk*:*:after\n", MAIL, None),
@@ -72,6 +74,7 @@ def _run(program: str, name: str, base_env: dict, tmp_path) -> tuple[list[str], 
     d = tmp_path / ("c" if program == C_QMAIL else "ours")
     d.mkdir()
     (d / "list").write_text(LIST)
+    (d / "empty.cdb").write_bytes(b"")
     rules = d / "rules"
     rules.write_bytes(rules_text.format(d=d).encode())
     result = run_program(program, dialogue + b"QUIT\r\n", {**base_env, "MAILRULES": str(rules),
