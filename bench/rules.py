@@ -90,6 +90,7 @@ def main() -> None:
         for size in (10_000, 100_000):
             bench(size, runs, tmp, base)
         bench(10_000, runs, tmp, base, unwritable=True)
+        Path(f"/tmp/smtpfront-rules-{os.geteuid()}/{str(tmp / 'rules10000').replace('/', '%')}.cache").unlink()
 
 
 if __name__ == "__main__":

@@ -499,8 +499,13 @@ def test_an_unwritable_cache_directory_still_caches(smtp, tmp_path):
     rules = tmp_path / "rules"
     rules.write_text(CLASSIC)
     env = {"MAILRULES": str(rules), "MAILRULES_CACHE": str(tmp_path / "missing")}
-    first = smtp(b"MAIL FROM:<a@example.net>\r\n", **env)
-    second = smtp(b"MAIL FROM:<a@example.net>\r\n", **env)
+    cache = Path(f"/tmp/smtpfront-rules-{posix.geteuid()}/{str(rules).replace('/', '%')}.cache")
+    try:
+        first = smtp(b"MAIL FROM:<a@example.net>\r\n", **env)
+        second = smtp(b"MAIL FROM:<a@example.net>\r\n", **env)
+        assert cache.exists()
+    finally:
+        cache.unlink(missing_ok=True)  # /tmp is not the test's own directory
     assert first.reply_to(1) == second.reply_to(1) == "250 OK"
     assert "MAILRULES: cannot write" in first.stderr and "cached in /tmp/smtpfront-rules-" in first.stderr
     assert "MAILRULES" not in second.stderr

@@ -168,13 +168,15 @@ def _pattern(raw: bytes, plans: dict) -> tuple:
     return negate, plan
 
 
-def parse(data: bytes, path: str = "<rules>", report=None) -> list[tuple]:
+def parse(data: bytes | str, path: str = "<rules>", report=None) -> list[tuple]:
     """The rules of a file's contents, in file order, guards folded into the rule each guards.
 
     `report(line, message, reply)` hears of each refusal (`reply` is its 421
     text) and oddity C lets pass (`reply` None); without it the first refusal
     raises RulesError.
     """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
     return list(_rules(data, path, report))
 
 
@@ -553,8 +555,7 @@ class CacheIndex:
 
 def build(text: str | bytes, path: str = "<rules>") -> RuleSet:
     """Parse a rules file's contents (raising RulesError) into an indexed RuleSet; lists are not checked."""
-    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogateescape")
-    return RuleSet(path, MemoryIndex(parse(data, path)))
+    return RuleSet(path, MemoryIndex(parse(text, path)))
 
 
 # ---- loading, through the cache -----------------------------------------------
