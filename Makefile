@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+FUZZ_RUNS ?= 20
 
-.PHONY: venv test lint run demo bench clean
+.PHONY: venv test fuzz lint run demo bench clean
 
 $(BIN)/smtpfront-qmail: pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || ./examples/demo/install-packages python3-venv
@@ -17,7 +18,11 @@ venv: $(BIN)/smtpfront-qmail
 
 test: venv
 	$(BIN)/ruff check src tests bench
-	$(BIN)/pytest
+	$(BIN)/pytest --hypothesis-profile=ci
+
+# the property tests only, FUZZ_RUNS times, each with a fresh random seed (a failure prints how to replay it)
+fuzz: venv
+	for run in $$(seq $(FUZZ_RUNS)); do $(BIN)/pytest -m hypothesis --hypothesis-profile=fuzz || exit 1; done
 
 lint: venv
 	$(BIN)/ruff check src tests bench
