@@ -255,17 +255,33 @@ def test_systemd_units_verify(tmp_path):
     assert "Accept=yes" in (tmp_path / "smtpfront.socket").read_text()
 
 
-def test_make_run_demo_and_ctrl_c(tmp_path):
-    port = free_port()
-    env = {**os.environ, "DEMO_PORT": str(port), "DEMO_VAR": str(tmp_path / "var"), "DEMO_PASSWORD": "demo-pw-1"}
+def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen, bytes]:
+    """run-demo in its own session, read until its banner is complete."""
     demo = subprocess.Popen([str(EXAMPLES / "demo" / "run-demo")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     banner = b""
+    deadline = time.monotonic() + 60  # it may first install packages
+    while b"Queued messages appear" not in banner and time.monotonic() < deadline and demo.poll() is None:
+        if select.select([demo.stdout], [], [], 1)[0]:
+            banner += os.read(demo.stdout.fileno(), 4096)
+    return demo, banner
+
+
+def stop_demo(demo: subprocess.Popen, banner: bytes) -> str:
+    """Ctrl-C, as a person stops it; everything it printed."""
+    os.killpg(demo.pid, signal.SIGINT)
+    return (banner + demo.communicate(timeout=15)[0]).decode()
+
+
+def demo_env(tmp_path: Path, port: int, var: str = "var", password: str = "demo-pw-1") -> dict[str, str]:
+    return {**os.environ, "DEMO_PORT": str(port), "DEMO_VAR": str(tmp_path / var), "DEMO_PASSWORD": password}
+
+
+def test_make_run_demo_and_ctrl_c(tmp_path):
+    port = free_port()
+    env = demo_env(tmp_path, port)
+    demo, banner = start_demo(env)
     try:
-        deadline = time.monotonic() + 60  # it may first install packages
-        while b"Queued messages appear" not in banner and time.monotonic() < deadline:
-            if select.select([demo.stdout], [], [], 1)[0]:
-                banner += os.read(demo.stdout.fileno(), 4096)
         wait_for_port(port)
         sent = subprocess.run([str(EXAMPLES / "demo" / "send-demo")], env=env, capture_output=True, text=True,
                               timeout=60)
@@ -274,14 +290,47 @@ def test_make_run_demo_and_ctrl_c(tmp_path):
         assert b"with ESMTPA via TCP" in queued.read_bytes()
         assert "Subject: smtpfront demo" in sent.stdout
     finally:
-        os.killpg(demo.pid, signal.SIGINT)
-        out = (banner + demo.communicate(timeout=15)[0]).decode()
+        out = stop_demo(demo, banner)
     assert "password: demo-pw-1" in out and f"swaks --server 127.0.0.1:{port} --auth PLAIN" in out
     assert "printf '\\0demo\\0%s' 'demo-pw-1' | base64" in out
     assert "stopped cvm-pwfile and tcpserver." in out
+    # cvm-pwfile's own lines go to var/cvm.log, not into the banner
+    cvm_log = (tmp_path / "var" / "cvm.log").read_text()
+    assert "+ demo@" in cvm_log and "+ demo@" not in out and "Starting." not in out
     time.sleep(0.2)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_make_run_twice_refuses_the_second_and_leaves_the_first_alone(tmp_path):
+    port = free_port()
+    env = demo_env(tmp_path, port)
+    demo, banner = start_demo(env)
+    var = tmp_path / "var"
+    try:
+        wait_for_port(port)
+        files = ("passwd", "cvm.sock")
+        before = [((var / name).stat().st_ino, (var / name).stat().st_mtime_ns) for name in files]
+        # the same demo again (same var): refused by the lock, before anything is written
+        again = subprocess.run([str(EXAMPLES / "demo" / "run-demo")], env={**env, "DEMO_PASSWORD": "other-pw"},
+                               capture_output=True, text=True, timeout=60)
+        # another var on the same port: refused because the port is taken
+        other = subprocess.run([str(EXAMPLES / "demo" / "run-demo")], env=demo_env(tmp_path, port, "var2"),
+                               capture_output=True, text=True, timeout=60)
+        refusals = [(again, f"a demo is already running with {var}"), (other, f"127.0.0.1:{port} is already in use")]
+        for r, why in refusals:
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert why in r.stderr and "listening" not in r.stdout and "unable to bind" not in r.stderr
+        assert not (tmp_path / "var2" / "passwd").exists()
+        assert [((var / name).stat().st_ino, (var / name).stat().st_mtime_ns) for name in files] == before
+        assert (var / "demo-password").read_text() == "demo-pw-1\n"
+        # the first still authenticates its user
+        sent = subprocess.run([str(EXAMPLES / "demo" / "send-demo")], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert sent.returncode == 0 and "235 2.7.0" in sent.stdout, sent.stdout + sent.stderr
+    finally:
+        out = stop_demo(demo, banner)
+    assert out.count("smtpfront is listening") == 1
 
 
 def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
