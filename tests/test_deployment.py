@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import select
 import signal
 import socket
@@ -160,6 +161,44 @@ def test_examples_are_what_smtpfront_conf_writes(flavour, tmp_path):
 def test_smtpfront_conf_refuses_to_overwrite(tmp_path):
     r = subprocess.run([str(BIN / "smtpfront-conf"), "root", "root", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 1 and "exists" in r.stderr
+
+
+@pytest.mark.parametrize("program", ["smtpfront-conf", "smtpfront-launchers"])
+@pytest.mark.parametrize("option", ["--version", "-V"])
+def test_version(program, option):
+    from smtpfront import __version__
+
+    r = subprocess.run([str(BIN / program), option], capture_output=True, text=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{program} {__version__}\n", "")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+
+
+@pytest.mark.parametrize("cvm", ["cvm-local:/run/cvm-pwfile.sock", "cvm-command:/usr/bin/cvm-unix"])
+def test_smtpfront_conf_never_offers_cram_md5(cvm, tmp_path):
+    """The stock CVMs cannot check CRAM-MD5; offering it breaks clients that choose it first."""
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "root", "root", str(tmp_path / "svc"), "--cvm", cvm],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "svc" / "env").iterdir() if p.name.startswith("CVM_")) == [
+        "CVM_SASL_PLAIN"]
+    assert "never CRAM-MD5" in subprocess.run([str(BIN / "smtpfront-conf"), "--help"], capture_output=True,
+                                              text=True).stdout
+
+
+def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, certificate):
+    """A key only root can read: tcpserver runs the program as the account, which then offers no STARTTLS."""
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    os.chmod(certificate["TLS_KEYFILE"], 0o600)  # its owner alone, as openssl wrote it
+    tls = ["--tls-cert", certificate["TLS_CERTFILE"], "--tls-key", certificate["TLS_KEYFILE"]]
+    readable = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "a"), *tls], capture_output=True,
+                              text=True)
+    assert readable.returncode == 0 and "cannot read" not in readable.stderr, readable.stderr
+    nobody = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", me, str(tmp_path / "b"), *tls],
+                            capture_output=True, text=True)
+    assert nobody.returncode == 0
+    assert f"nobody cannot read {certificate['TLS_KEYFILE']}: the service will offer no STARTTLS" in nobody.stderr
+    # the certificate is world-readable, but the directories on its way (pytest's 0700 tmp) are not
+    assert f"nobody cannot read {certificate['TLS_CERTFILE']}" in nobody.stderr
 
 
 def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str) -> Path:
