@@ -76,6 +76,35 @@ def test_wrong_password_refused(auth_env, tcpserver, queue):
     assert "wrong" not in server.log
 
 
+def msmtp(port: int, to: str, auth: str) -> subprocess.CompletedProcess:
+    """msmtp with `auth AUTH`: `on` (the best mechanism offered, over STARTTLS) or a mechanism (in clear)."""
+    tls_options = ["--tls=on", "--tls-starttls=on", "--tls-certcheck=off"] if auth == "on" else ["--tls=off"]
+    return subprocess.run(
+        [need("msmtp"), "--file=/dev/null", "--host=127.0.0.1", f"--port={port}", *tls_options,
+         f"--auth={auth}", "--user=demo", "--passwordeval", f"echo {PASSWORD}",
+         "--from=demo@example.org", "--domain=client.example", to],
+        input=f"From: demo@example.org\nTo: {to}\nSubject: msmtp\n\nhello\n", capture_output=True, text=True,
+        timeout=60)
+
+
+def test_cram_md5_with_cvm_pwfile_fails_and_the_log_says_what_to_unset(auth_env, certificate, tcpserver, queue,
+                                                                       cvm_socket):
+    """cvm-pwfile cannot check CRAM-MD5 (status 7): a client that chooses it gets 454 and does not fall back."""
+    offered = tcpserver({**auth_env, "CVM_SASL_CRAM_MD5": cvm_socket["module"]})
+    r = msmtp(offered.port, "someone@elsewhere.example", "cram-md5")
+    assert r.returncode != 0 and "454 4.7.0" in r.stderr, r.stderr
+    assert queue.messages() == []
+    line = f"AUTH CRAM-MD5 for demo: CRAM-MD5 is not supported by {cvm_socket['module']}: unset CVM_SASL_CRAM_MD5"
+    assert line in offered.log
+    # as the line says: without CVM_SASL_CRAM_MD5 the client takes what is offered (PLAIN: msmtp wants TLS for it)
+    plain = tcpserver({**auth_env, **certificate})
+    r = msmtp(plain.port, "someone@elsewhere.example", "on")
+    assert r.returncode == 0, r.stderr
+    assert "AUTH PLAIN username=demo" in plain.log and "CRAM-MD5" not in plain.log
+    [(envelope, _)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"
+
+
 def test_rcpthosts_delivery_without_auth(auth_env, tcpserver, queue):
     server = tcpserver(auth_env)
     r = swaks(server.port, "user@example.org", sender="stranger@far.example")

@@ -164,7 +164,10 @@ class Authenticator:
             self.log(f"AUTH {self.mechanism} username={name}")
             return SUCCEEDED
         if result.status == cvm.TEMPORARY:
-            self.log(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
+            if self.mechanism == "CRAM-MD5" and result.why == "status 7":  # "unsupported": cvm-pwfile, cvm-unix
+                self.log(f"AUTH CRAM-MD5 for {name}: CRAM-MD5 is not supported by {module}: unset CVM_SASL_CRAM_MD5")
+            else:
+                self.log(f"AUTH {self.mechanism} for {name}: CVM failure: {result.why}")
             return TEMPORARY
         self.log(f"AUTH {self.mechanism} failed for {name}")
         if self.throttle is not None:
