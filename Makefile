@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-FUZZ_RUNS ?= 20
+FUZZ_RUNS ?= 100
 
 .PHONY: venv test fuzz lint man run demo bench clean
 

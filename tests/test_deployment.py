@@ -367,6 +367,9 @@ def test_make_run_demo_and_ctrl_c(tmp_path):
     assert "password: demo-pw-1" in out and f"swaks --server 127.0.0.1:{port} --auth PLAIN" in out
     assert "printf '\\0demo\\0%s' 'demo-pw-1' | base64" in out
     assert "stopped cvm-pwfile and tcpserver." in out
+    assert f"man -M {TOP / '.venv' / 'share' / 'man'} smtpfront-qmail" in out
+    pages = re.search(r"Manual pages \((.*)\):", out).group(1).split()
+    assert "smtpfront-qmail" in pages and "smtpfront-conf" in pages
     # cvm-pwfile's own lines go to var/cvm.log, not into the banner
     cvm_log = (tmp_path / "var" / "cvm.log").read_text()
     assert "+ demo@" in cvm_log and "+ demo@" not in out and "Starting." not in out
