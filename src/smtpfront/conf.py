@@ -8,9 +8,10 @@ localhost) with a Makefile compiling it to `tcp.cdb`.  Point svscan (or
 runsvdir) at DIR with a symlink to start it.
 
 AUTH is offered with PLAIN and LOGIN only: env/ never gets CVM_SASL_CRAM_MD5, since the
-stock CVMs (cvm-pwfile, cvm-unix) cannot check CRAM-MD5 and clients that pick it first
-(Postfix, msmtp) would fail.  A certificate or key the service account cannot read is
-warned about: the service would offer no STARTTLS (and, with AUTH_REQUIRES_TLS, no AUTH).
+stock CVMs (cvm-pwfile, cvm-unix) cannot check CRAM-MD5 and clients that choose it
+(Postfix; msmtp with `auth cram-md5`) would fail with 454 and not fall back.  A
+certificate or key the service account cannot read is warned about: the service would
+offer no STARTTLS (and, with AUTH_REQUIRES_TLS, no AUTH).
 """
 
 from __future__ import annotations
