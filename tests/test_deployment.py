@@ -330,8 +330,10 @@ def test_systemd_units_verify(tmp_path):
 
 def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen, bytes]:
     """run-demo in its own session, read until its banner is complete."""
+    # SIGINT as at a terminal, even when this suite runs in the background of a shell (which ignores it there)
     demo = subprocess.Popen([str(EXAMPLES / "demo" / "run-demo")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     banner = b""
     deadline = time.monotonic() + 60  # it may first install packages
     while b"Queued messages appear" not in banner and time.monotonic() < deadline and demo.poll() is None:
