@@ -49,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: smtpfront-launchers DIR (or --version)", file=sys.stderr)
         return 2
     package_parent = str(Path(__file__).resolve().parent.parent)
-    for path in write_launchers(Path(args[0]), sys.executable, package_parent):
+    try:
+        written = write_launchers(Path(args[0]), sys.executable, package_parent)
+    except OSError as e:
+        print(f"smtpfront-launchers: cannot write into {args[0]}: {e.strerror}", file=sys.stderr)
+        return 1
+    for path in written:
         print(path)
     return 0
 
