@@ -296,7 +296,7 @@ def _run(backend_name: str, transport: Transport, log: Log) -> int:
     from .smtp import Engine
 
     server = Server(Session(settings), handlers, backend, log, auth=auth, tls=tls)
-    engine = Engine(max_notimpl=settings.max_notimpl)
+    engine = Engine(max_notimpl=settings.max_notimpl, normalize_bare_eol=settings.bare_eol == "normalize")
     try:
         return serve(engine, server, transport, settings, log, time.monotonic)
     except Exception as e:  # noqa: BLE001 - last line of defence: a log line, never a traceback

@@ -239,7 +239,7 @@ def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str]] | None:
 class Engine:
     """One SMTP session's protocol state.  See the module docstring."""
 
-    def __init__(self, max_notimpl: int = 0) -> None:
+    def __init__(self, max_notimpl: int = 0, normalize_bare_eol: bool = False) -> None:
         self._buf = bytearray()
         self._eof = False
         self._out: list[bytes] = []
@@ -262,6 +262,8 @@ class Engine:
         self._may_end = True  # ... and a dot line there would end the message
         self._lf_body = False  # a bare-LF client may end with LF.LF
         self._bare_eol = False
+        # DATA_BARE_EOL=normalize: a bare CR or LF in the body is a line end like CRLF
+        self.normalize_bare_eol = normalize_bare_eol
 
     # -- input and output ------------------------------------------------
 
@@ -532,33 +534,63 @@ class Engine:
                 return self._end_body()
             if b".\r\n".startswith(buf):
                 return self._need_body()  # can't tell yet whether this is the final dot
-        if self._lf_body:
-            found = [i for i in (buf.find(b"\n.\n"), buf.find(b"\n.\r\n")) if i >= 0]
-            cut = min(found) + 1 if found else 0
-        else:
-            cut = buf.find(b"\r\n.\r\n") + 2
-            if cut < 2:
-                cut = 0
-        if not cut:
-            cut = buf.rfind(b"\n") + 1  # whole lines only
+        cut, dotted = self._find_end(buf, buf.rfind(b"\n") + 1)
         if not cut:
             if len(buf) <= DATA_HOLD:
                 return self._need_body()
             cut = len(buf) - (buf[-1] == 13)  # a long line goes in pieces; never split a CRLF
+            dotted = False
         chunk = bytes(buf[:cut])
         del buf[:cut]
-        block = self._unstuff(chunk)
+        block = self._unstuff(chunk, dotted)
+        # (a piece of a long line may end in a bare CR, but the next piece then starts with a CR)
         self._line_start = chunk.endswith(b"\n")
-        self._may_end = chunk.endswith(b"\r\n") or (self._lf_body and self._line_start)
+        self._may_end = chunk.endswith(b"\r\n") or (self._lf_body and chunk.endswith(b"\n"))
         return Body(block)
 
-    def _unstuff(self, chunk: bytes) -> bytes:
-        crlfs = chunk.count(b"\r\n")
-        if not self._lf_body and (chunk.count(b"\n") != crlfs or chunk.count(b"\r") != crlfs):
-            self._bare_eol = True
+    def _find_end(self, buf: bytearray, last: int) -> tuple[int, bool]:
+        """Where the next block ends, and whether a line inside it starts with a dot.
+
+        The block ends after the line before the final dot when there is one,
+        else after the last whole line (`last`; 0: none).  One scan for the
+        first line that starts with a dot answers both for most blocks: a
+        message seldom has such lines, and the final dot is one of them.
+        """
+        if self._lf_body:
+            dot = buf.find(b"\n.", 0, last)
+            if dot < 0:
+                return last, False
+            ends = [i for i in (buf.find(b"\n.\n", dot, last), buf.find(b"\n.\r\n", dot, last)) if i >= 0]
+            return (min(ends) + 1, True) if ends else (last, True)
+        dot = buf.find(b"\r\n.", 0, last)
+        if dot < 0:
+            return last, False
+        end = buf.find(b"\r\n.\r\n", dot, last)
+        return (end + 2, dot < end) if end >= 0 else (last, True)
+
+    def _unstuff(self, chunk: bytes, dotted: bool) -> bytes:
+        """The block as it is stored: LF line ends, dot-unstuffed; notes a bare CR or LF.
+
+        `dotted` is false when no line but the first can start with a dot.  A
+        CRLF client's block is split at its CRLFs once: CR or LF left in the
+        pieces is bare, and the pieces joined with LF are the block.  Bare line
+        ends (and an LF client's block) take the general path: CRLF -> LF, with
+        DATA_BARE_EOL=normalize bare CR -> LF too, then the dot that starts a
+        line after any LF is removed.
+        """
         if self._line_start and chunk.startswith(b"."):
             chunk = chunk[1:]
-        return chunk.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")
+        if not self._lf_body:
+            lines = chunk.split(b"\r\n")
+            rest = b"".join(lines)
+            if b"\r" not in rest and b"\n" not in rest:
+                block = b"\n".join(lines)
+                return block.replace(b"\n.", b"\n") if dotted else block
+            self._bare_eol = True
+        block = chunk.replace(b"\r\n", b"\n")
+        if self.normalize_bare_eol:
+            block = block.replace(b"\r", b"\n")
+        return block.replace(b"\n.", b"\n")
 
     def _end_body(self) -> Event:
         self.mode = COMMAND
