@@ -95,10 +95,10 @@ def ends(events: list) -> list:
 # ---- properties -----------------------------------------------------------
 
 pieces = st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"..", b"x", b"yz", b"\r\n.", b"\n.", b"\r.", b".\r",
-                          b".\n", b"\r\n.\r\n"[:4], b"\0", b"\xff"])
+                          b".\n", b"\r\n.\r\n"[:4], b"\0", b"\xff", b"w" * 60])
 messy = st.lists(st.one_of(pieces, st.binary(max_size=6)), max_size=30).map(b"".join)
 # CRLF lines only, many starting with dots: the path every well-behaved client takes
-lines = st.lists(st.sampled_from([b"", b".", b"..", b"...x", b".x", b"x.", b"x", b"yz", b"\0"]), max_size=8)
+lines = st.lists(st.sampled_from([b"", b".", b"..", b"...x", b".x", b"x.", b"x", b"yz", b"\0", b"w" * 60]), max_size=8)
 clean = st.lists(lines.map(b"".join), max_size=20).map(b"\r\n".join)
 bodies = st.one_of(messy, clean)
 splits = st.lists(st.integers(1, 12), min_size=1, max_size=6)
@@ -132,6 +132,19 @@ def test_any_split_into_reads_gives_the_same_message(body, lf_client, normalize,
         split, split_events, _ = run(data, reads, normalize)
     assert split == whole
     assert ends(split_events) == ends(whole_events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(st.binary(max_size=3), st.binary(min_size=20, max_size=120)), max_size=40),
+       ends=st.lists(st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\r", b"\n", b"\n\r", b"\r\r\n"]), min_size=1))
+def test_crlf_to_lf_both_ways(lines, ends):
+    """Each CRLF becomes LF; any other CR or LF means None; the same whichever way is taken."""
+    chunk = b"".join(line + ends[i % len(ends)] for i, line in enumerate(lines))
+    without_crlf = chunk.replace(b"\r\n", b"")
+    bare = b"\r" in without_crlf or b"\n" in without_crlf
+    for short_line in (0, 10**9):  # every chunk split at its CRLFs / every chunk counted
+        with mock.patch.object(smtp, "SHORT_LINE", short_line):
+            assert smtp.crlf_to_lf(chunk) == (None if bare else chunk.replace(b"\r\n", b"\n"))
 
 
 # ---- DATA_BARE_EOL=normalize: every placement, by hand -----------------------

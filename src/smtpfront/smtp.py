@@ -76,6 +76,7 @@ TOO_MANY_COMMANDS = Reply(421, "4.7.0 Too many commands; closing connection.")
 MAX_COMMAND_LINE = 1000  # RFC 5321 asks for 512; leave room for ESMTP parameters
 MAX_AUTH_LINE = 12288  # RFC 4954 section 4
 DATA_HOLD = 65536  # a body line longer than this is passed on in pieces
+SAMPLE, SHORT_LINE = 4096, 24  # crlf_to_lf: lines shorter than this on average are "very short"
 MAX_RECIPIENTS = 1000  # per message, whatever MAXRCPTS says; RFC 5321 asks for at least 100
 MAX_COMMANDS = 10000  # per session; a legitimate session sends a few per message
 
@@ -234,6 +235,25 @@ def parse_path(arg: str, keyword: str) -> tuple[str, dict[str, str]] | None:
         key, _, value = word.partition("=")
         params[key.upper()] = value
     return address, params
+
+
+def crlf_to_lf(chunk: bytes) -> bytes | None:
+    """`chunk` with every CRLF made LF; None when it holds a bare CR or LF.
+
+    Two ways to the same bytes, whichever is cheaper for the line length a
+    sample shows.  Lines of usual length: split at the CRLFs (one scan); a CR
+    or LF left in the pieces is bare; the pieces joined with LF are the block.
+    Very short lines make that a Python object a line, so instead: drop every
+    CR, and check by counting that each was followed by an LF and that no
+    other LF was there.
+    """
+    if chunk.count(b"\n", 0, SAMPLE) * SHORT_LINE < min(len(chunk), SAMPLE):
+        lines = chunk.split(b"\r\n")
+        rest = b"".join(lines)
+        return None if b"\r" in rest or b"\n" in rest else b"\n".join(lines)
+    block = chunk.translate(None, b"\r")
+    crs = len(chunk) - len(block)
+    return block if chunk.count(b"\r\n") == crs == block.count(b"\n") else None
 
 
 class Engine:
@@ -554,15 +574,19 @@ class Engine:
         The block ends after the line before the final dot when there is one,
         else after the last whole line (`last`; 0: none).  One scan for the
         first line that starts with a dot answers both for most blocks: a
-        message seldom has such lines, and the final dot is one of them.
+        message seldom has such lines, and the final dot is one of them.  A
+        block with no dot at all (base64, say) needs only a memchr.
         """
+        first = buf.find(b".", 0, last)
+        if first < 0:
+            return last, False
         if self._lf_body:
-            dot = buf.find(b"\n.", 0, last)
+            dot = buf.find(b"\n.", max(first - 1, 0), last)
             if dot < 0:
                 return last, False
             ends = [i for i in (buf.find(b"\n.\n", dot, last), buf.find(b"\n.\r\n", dot, last)) if i >= 0]
             return (min(ends) + 1, True) if ends else (last, True)
-        dot = buf.find(b"\r\n.", 0, last)
+        dot = buf.find(b"\r\n.", max(first - 2, 0), last)
         if dot < 0:
             return last, False
         end = buf.find(b"\r\n.\r\n", dot, last)
@@ -571,20 +595,16 @@ class Engine:
     def _unstuff(self, chunk: bytes, dotted: bool) -> bytes:
         """The block as it is stored: LF line ends, dot-unstuffed; notes a bare CR or LF.
 
-        `dotted` is false when no line but the first can start with a dot.  A
-        CRLF client's block is split at its CRLFs once: CR or LF left in the
-        pieces is bare, and the pieces joined with LF are the block.  Bare line
-        ends (and an LF client's block) take the general path: CRLF -> LF, with
-        DATA_BARE_EOL=normalize bare CR -> LF too, then the dot that starts a
-        line after any LF is removed.
+        `dotted` is false when no line but the first can start with a dot.
+        Bare line ends (and an LF client's block) take the general path: CRLF
+        -> LF, with DATA_BARE_EOL=normalize bare CR -> LF too, then the dot
+        that starts a line after any LF is removed.
         """
         if self._line_start and chunk.startswith(b"."):
             chunk = chunk[1:]
         if not self._lf_body:
-            lines = chunk.split(b"\r\n")
-            rest = b"".join(lines)
-            if b"\r" not in rest and b"\n" not in rest:
-                block = b"\n".join(lines)
+            block = crlf_to_lf(chunk)
+            if block is not None:
                 return block.replace(b"\n.", b"\n") if dotted else block
             self._bare_eol = True
         block = chunk.replace(b"\r\n", b"\n")
