@@ -20,8 +20,9 @@ it.  qmail-queue is a stand-in that reads all of the message (fd 0) and the enve
 
 The scenarios are functions of the command lines they compare, so that other benchmarks
 add their rows with the same code: `session_cases` takes per-connection programs;
-`tcp_rates`, `idle_memory` and `tls_increment` take a server command line in which the
-word PORT stands for the port (`tcpserver_argv` builds tcpserver's).
+`tcp_rates` and `idle_memory` take a server command line in which the word PORT stands
+for the port (`tcpserver_argv` builds tcpserver's); `tls_increment` takes a connect
+function (`piped_session` for a program on a socketpair, `tcp_connect` for a server).
 """
 
 from __future__ import annotations
@@ -355,6 +356,15 @@ def piped_session(argv: list[str], env: dict[str, str]) -> Callable[[], tuple[so
         proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, env=env)
         theirs.close()
         return ours, proc.wait
+
+    return connect
+
+
+def tcp_connect(port: int) -> Callable[[], tuple[socket.socket, Callable[[], None]]]:
+    """A connect function for `tls_increment`: a connection to a listening server (`Listening.port`)."""
+
+    def connect() -> tuple[socket.socket, Callable[[], None]]:
+        return socket.create_connection(("127.0.0.1", port)), lambda: None
 
     return connect
 
