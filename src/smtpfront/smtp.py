@@ -563,7 +563,8 @@ class Engine:
         chunk = bytes(buf[:cut])
         del buf[:cut]
         block = self._unstuff(chunk, dotted)
-        # (a piece of a long line may end in a bare CR, but the next piece then starts with a CR)
+        # a piece of a long line ends in CR only when another CR follows: the next piece starts
+        # with that CR, never with a dot, so a bare CR there (a line end with normalize) needs nothing
         self._line_start = chunk.endswith(b"\n")
         self._may_end = chunk.endswith(b"\r\n") or (self._lf_body and chunk.endswith(b"\n"))
         return Body(block)
