@@ -68,7 +68,7 @@ def dialogue(lf_client: bool) -> bytes:
     return b"MAIL FROM:<a@b.example>" + eol + b"RCPT TO:<x@y.example>" + eol + b"DATA" + eol
 
 
-def run(data: bytes, reads: list[int] | None = None, normalize: bool = False) -> tuple[bytes, list, Engine]:
+def run(data: bytes, reads: list[int] | None = None, normalize: bool = False) -> tuple[bytes, list]:
     """Feed `data` in reads of the given sizes (cycled; None: at once); the first message's body and all events."""
     e = Engine(normalize_bare_eol=normalize)
     events: list = []
@@ -85,7 +85,7 @@ def run(data: bytes, reads: list[int] | None = None, normalize: bool = False) ->
                 e.respond(Reply(354, "go") if isinstance(event, smtp.Data) else Reply(250, "ok"))
     first_end = next((i for i, x in enumerate(events) if isinstance(x, smtp.BodyEnd)), len(events))
     body = b"".join(x.block for x in events[:first_end] if isinstance(x, smtp.Body))
-    return body, events, e
+    return body, events
 
 
 def ends(events: list) -> list:
@@ -113,7 +113,7 @@ def test_engine_agrees_with_the_rules(body, lf_client, normalize, reads, hold):
     expected = model(body + b"\r\n.\r\nQUIT\r\n", lf_client, normalize)
     # a small hold makes short examples pass long lines in pieces, as 64 KiB lines do
     with mock.patch.object(smtp, "DATA_HOLD", hold):
-        got, events, _ = run(data, reads, normalize)
+        got, events = run(data, reads, normalize)
     assert expected is not None  # CRLF.CRLF always ends it
     message, bare, rest = expected
     assert got == message
@@ -128,8 +128,8 @@ def test_engine_agrees_with_the_rules(body, lf_client, normalize, reads, hold):
 def test_any_split_into_reads_gives_the_same_message(body, lf_client, normalize, reads, hold):
     data = dialogue(lf_client) + body + b"\r\n.\r\nQUIT\r\n"
     with mock.patch.object(smtp, "DATA_HOLD", hold):
-        whole, whole_events, _ = run(data, None, normalize)
-        split, split_events, _ = run(data, reads, normalize)
+        whole, whole_events = run(data, None, normalize)
+        split, split_events = run(data, reads, normalize)
     assert split == whole
     assert ends(split_events) == ends(whole_events)
 
@@ -178,7 +178,7 @@ NORMALIZED = {
 @pytest.mark.parametrize("reads", [None, [1], [2], [3, 1, 5]], ids=["whole", "bytewise", "pairs", "mixed"])
 def test_normalize_turns_every_bare_cr_and_lf_into_a_line_end(body, reads):
     data = dialogue(False) + body + b"\r\n.\r\nQUIT\r\n"
-    stored, events, _ = run(data, reads, normalize=True)
+    stored, events = run(data, reads, normalize=True)
     assert stored == NORMALIZED[body]
     assert ends(events) == [smtp.BodyEnd(bare_eol=True)]
     assert isinstance(events[-1], smtp.Quit)
@@ -186,19 +186,19 @@ def test_normalize_turns_every_bare_cr_and_lf_into_a_line_end(body, reads):
 
 @pytest.mark.parametrize("body", list(NORMALIZED))
 def test_without_normalize_each_is_flagged(body):
-    _, events, _ = run(dialogue(False) + body + b"\r\n.\r\nQUIT\r\n")
+    _, events = run(dialogue(False) + body + b"\r\n.\r\nQUIT\r\n")
     assert ends(events) == [smtp.BodyEnd(bare_eol=True)]  # the session answers 554 5.6.0
 
 
 def test_crlf_body_is_stored_with_lf_and_not_flagged():
     body = b"Subject: x\r\n\r\n..dot\r\n.\r\n"
-    stored, events, _ = run(dialogue(False) + body + b"QUIT\r\n", [7], normalize=True)
+    stored, events = run(dialogue(False) + body + b"QUIT\r\n", [7], normalize=True)
     assert stored == b"Subject: x\n\n.dot\n"
     assert ends(events) == [smtp.BodyEnd(bare_eol=False)]
 
 
 def test_lf_client_with_normalize_turns_a_bare_cr_into_a_line_end():
-    stored, events, _ = run(dialogue(True) + b"a\rb\n.\n", normalize=True)
+    stored, events = run(dialogue(True) + b"a\rb\n.\n", normalize=True)
     assert stored == b"a\nb\n"
     assert ends(events) == [smtp.BodyEnd(bare_eol=False)]
 
@@ -211,7 +211,7 @@ LONG = b"x" * (smtp.DATA_HOLD + 1)
 def test_bare_cr_at_the_end_of_a_long_line_piece():
     """A piece never ends in a CR unless another CR follows, so that CR is bare: a line end."""
     head = dialogue(False)
-    stored, events, _ = run(head + LONG + b"\r\r" + b".z\r\n.\r\n", [len(head) + len(LONG) + 2, 100],
+    stored, events = run(head + LONG + b"\r\r" + b".z\r\n.\r\n", [len(head) + len(LONG) + 2, 100],
                             normalize=True)
     assert stored == LONG + b"\n\nz\n"
     assert ends(events) == [smtp.BodyEnd(bare_eol=True)]
@@ -220,7 +220,7 @@ def test_bare_cr_at_the_end_of_a_long_line_piece():
 def test_crlf_split_between_two_reads_after_a_long_line_stays_one_line_end():
     head = dialogue(False)
     for normalize in (False, True):
-        stored, events, _ = run(head + LONG + b"\r\n.\r\n", [len(head) + len(LONG) + 1, 100], normalize)
+        stored, events = run(head + LONG + b"\r\n.\r\n", [len(head) + len(LONG) + 1, 100], normalize)
         assert stored == LONG + b"\n"
         assert ends(events) == [smtp.BodyEnd(bare_eol=False)]
         assert sum(isinstance(x, smtp.Body) for x in events) >= 2  # it did arrive in pieces
@@ -228,7 +228,7 @@ def test_crlf_split_between_two_reads_after_a_long_line_stays_one_line_end():
 
 def test_blocks_are_whole_lines_unless_a_line_is_too_long():
     text = b"".join(b"line %d\r\n" % i for i in range(20_000))
-    _, events, _ = run(dialogue(False) + text + b".\r\n", [4096, 65536, 333])
+    _, events = run(dialogue(False) + text + b".\r\n", [4096, 65536, 333])
     blocks = [x.block for x in events if isinstance(x, smtp.Body)]
     assert len(blocks) > 3 and all(b.endswith(b"\n") for b in blocks)
     assert b"".join(blocks) == text.replace(b"\r\n", b"\n")
