@@ -95,8 +95,8 @@ def build_auth(settings: Settings, log: Log):
 def build_tls(settings: Settings, log: Log):
     """A callable giving the server's ssl context, or None when TLS can't be offered.
 
-    The files are checked here, cheaply; `ssl` itself is imported only when a
-    client asks for TLS (or at once for SMTPS).
+    The files are checked here, cheaply; the TLS library (`_ssl`, see tls.py) is
+    imported only when a client asks for TLS (or at once for SMTPS).
     """
     if not settings.tls_certfile:
         if settings.smtps:
