@@ -510,6 +510,36 @@ def throughput_bench(setup: Setup) -> None:
         print(f"  {mb:3} MB {shape:20} {row}{ratio}")
 
 
+def chunked(mb: int, line: bytes) -> list[bytes]:
+    """The same message as `message` sends, in BDAT chunks of one block each (RFC 3030)."""
+    blocks = message(mb, line)
+    head, body, tail = blocks[0], blocks[1:-1], blocks[-1]
+    envelope, _, header = head.partition(b"DATA\r\n")
+    out = [envelope + b"BDAT %d\r\n" % len(header) + header]
+    out += [b"BDAT %d\r\n" % len(block) + block for block in body]
+    return out + [b"BDAT 0 LAST\r\n" + tail.removeprefix(b".\r\n")]
+
+
+def bdat_bench(setup: Setup) -> None:
+    """BDAT beside DATA through smtpfront-queuedir (the C program has no BDAT)."""
+    q = setup.tmp / "queue-bdat"
+    for sub in ("tmp", "new"):
+        (q / sub).mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "QUEUEDIR": str(q), "QUEUEDIR_NOSYNC": "1", "RELAYCLIENT": "",
+           "QMAILHOME": str(setup.tmp / "plain")}
+    argv = [str(BIN / "smtpfront-queuedir")]
+    runs = max(RUNS // 4, 3)
+    print(f"BDAT beside DATA (smtpfront-queuedir, no fsync, 64 KiB chunks; {runs} runs interleaved; MB/s):")
+    for mb in (10, 100):
+        line = b"y" * 998 + b"\r\n"
+        sessions = {"DATA": message(mb, line), "BDAT": chunked(mb, line)}
+        result = interleaved({name: (lambda data=data: queued(argv, data, env, q)) for name, data in sessions.items()},
+                             runs)
+        ratio = statistics.median(result["BDAT"]) / statistics.median(result["DATA"])
+        print(f"  {mb:3} MB   DATA {spread(result['DATA'], 1, 0, '')}   BDAT {spread(result['BDAT'], 1, 0, '')}"
+              f"   BDAT/DATA {ratio:.2f}")
+
+
 # ---- scenarios: rules, cdb, bounds -------------------------------------------------------
 
 
@@ -574,6 +604,7 @@ SCENARIOS = {
     "morercpthosts": morercpthosts_bench,
     "bounds": bounds_bench,
     "throughput": throughput_bench,
+    "bdat": bdat_bench,
 }
 
 

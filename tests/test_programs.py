@@ -284,10 +284,10 @@ def test_queuedir_requires_queuedir(smtp):
 
 def test_echo_answers_with_the_envelope_and_logs_the_message_start(smtp):
     r = smtp(DIALOGUE, program="smtpfront-echo")
-    assert r.lines[6:] == ["250 Sender='a@b.example'.", "250 Recipient='y@example.org'.",
+    assert r.lines[8:] == ["250 Sender='a@b.example'.", "250 Recipient='y@example.org'.",
                            "354 End your message with a period on a line by itself.",
-                           r.lines[9], "221 2.0.0 Good bye."]
-    received = r.lines[9]
+                           r.lines[11], "221 2.0.0 Good bye."]
+    received = r.lines[11]
     assert received.startswith("250 Received ") and received.endswith(" bytes.")
     assert "mailfront[" in r.stderr and "]: Received: from client.example (client.example [198.51.100.7])  by " \
         in r.stderr

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import posix
 
+from .smtp import fold, raw
+
 TYPE_CHECKING = False  # not typing's: importing typing costs several ms
 if TYPE_CHECKING:
     from .cdb import CDB
@@ -48,10 +50,10 @@ class AddressList:
     """Addresses and `@domain` entries, matched case-insensitively."""
 
     def __init__(self, entries: list[str]) -> None:
-        self.entries = frozenset(e.lower() for e in entries)
+        self.entries = frozenset(fold(e) for e in entries)
 
     def __contains__(self, address: str) -> bool:
-        address = address.lower()
+        address = fold(address)
         if address in self.entries:
             return True
         at = address.rfind("@")
@@ -66,7 +68,7 @@ class CdbList:
 
     def __contains__(self, key: str) -> bool:
         try:
-            return key.lower().encode("utf-8", "surrogateescape") in self.cdb
+            return raw(key).lower() in self.cdb
         except OSError as e:
             raise ControlError(f"{self.cdb.path}: {e}") from None
 

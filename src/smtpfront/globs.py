@@ -21,6 +21,8 @@ subjects are both `str` or both `bytes` (MAILRULES matches bytes, as C does).
 
 from __future__ import annotations
 
+from .smtp import fold as fold_text
+
 STAR, ANY = -1, -2  # tokens; a literal token is one character (str) or byte value (int)
 
 
@@ -76,7 +78,7 @@ def tokens(pattern):
 def compile(pattern, fold: bool = True) -> tuple:  # noqa: A001 - the module's verb, as re.compile
     """The match plan for a pattern; with `fold`, subjects must be given lower-cased (`matches` does not fold)."""
     if fold:
-        pattern = pattern.lower()
+        pattern = pattern.lower() if isinstance(pattern, bytes) else fold_text(pattern)
     star, question, bracket = (b"*", b"?", b"[") if isinstance(pattern, bytes) else "*?["
     if question not in pattern and bracket not in pattern:  # the common shapes, without a token a character
         runs = pattern.split(star)
@@ -191,4 +193,4 @@ class Glob:
     def matches(self, subject: str) -> bool:
         if self._plan is None:
             self._plan = compile(self.source, self.fold)
-        return matches(self._plan, subject.lower() if self.fold else subject)
+        return matches(self._plan, fold_text(subject) if self.fold else subject)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .config import Settings
+from .smtp import fold
 
 
 class Address:
@@ -15,7 +16,7 @@ class Address:
 
     @property
     def domain(self) -> str:
-        return self.text.rpartition("@")[2].lower() if "@" in self.text else ""
+        return fold(self.text.rpartition("@")[2]) if "@" in self.text else ""
 
 
 def number(value: str | None) -> int:

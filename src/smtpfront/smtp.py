@@ -24,6 +24,15 @@ def raw(s: str) -> bytes:
     return s.encode("utf-8", "surrogateescape")
 
 
+def fold(s: str) -> str:
+    """`s` with its ASCII letters lower-cased and every other character as it is, as C's tolower folds.
+
+    Addresses are compared so (SMTPUTF8 addresses byte for byte but for ASCII case), never with str.lower,
+    which would fold `É` to `é` as no mailfront list or rule does.
+    """
+    return s.lower() if s.isascii() else raw(s).lower().decode("utf-8", "surrogateescape")
+
+
 class Reply:
     """An SMTP reply: a code and its text; a newline in the text makes a multi-line reply.
 
@@ -73,6 +82,10 @@ HELP = Reply(214, "2.0.0 Help not available.")
 BYE = Reply(221, "2.0.0 Good bye.")
 TLS_ALREADY = Reply(503, "5.5.1 TLS is already active.")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3 Too many recipients.")
+BAD_BDAT = Reply(501, "5.5.4 Invalid BDAT command; closing connection.")
+DATA_AFTER_BDAT = Reply(503, "5.5.1 DATA may not follow BDAT in one message.")
+NEEDS_SMTPUTF8 = Reply(553, "5.6.7 A non-ASCII address needs the SMTPUTF8 parameter.")
+BAD_UTF8 = Reply(553, "5.6.7 Address is not well-formed UTF-8.")
 TOO_MANY_COMMANDS = Reply(421, "4.7.0 Too many commands; closing connection.")
 
 MAX_COMMAND_LINE = 1000  # RFC 5321 asks for 512; leave room for ESMTP parameters
@@ -149,6 +162,28 @@ class BodyEnd(Event):
         self.bare_eol = bare_eol
 
 
+class Bdat(Event):
+    """BDAT <size> [LAST] (RFC 3030): the chunk's octets follow as Body events, then a ChunkEnd."""
+
+    __slots__ = ("size", "last")
+    needs_reply = False
+
+    def __init__(self, size: int, last: bool) -> None:
+        self.size = size
+        self.last = last
+
+
+class ChunkEnd(Event):
+    """All of a BDAT chunk is in; it wants its reply.  `bare_eol` as for BodyEnd (set on the LAST chunk)."""
+
+    __slots__ = ("size", "last", "bare_eol")
+
+    def __init__(self, size: int, last: bool, bare_eol: bool) -> None:
+        self.size = size
+        self.last = last
+        self.bare_eol = bare_eol
+
+
 class Auth(Event):
     """AUTH mechanism [initial-response]; the mechanism is "" for a bare AUTH, the initial response None when absent."""
 
@@ -203,7 +238,8 @@ class Closed(Event):
 
 NEED_DATA = None  # next_event's answer when more input is needed
 
-COMMAND, AUTH, DATA, CLOSED = "command", "auth", "data", "closed"
+COMMAND, AUTH, DATA, CHUNK, CLOSED = "command", "auth", "data", "chunk", "closed"
+MAX_CHUNK_DIGITS = 18  # a BDAT size up to just under 10**18 octets
 
 
 class ProtocolError(RuntimeError):
@@ -285,6 +321,19 @@ def crlf_to_lf(chunk: bytes) -> bytes | None:
     return block if chunk.count(b"\r\n") == crs == block.count(b"\n") else None
 
 
+def _utf8_problem(address: str, utf8: bool) -> Reply | None:
+    """Why a non-ASCII address can't be taken: without SMTPUTF8 none can (RFC 6531 3.7.4.1); with it, it
+    must be well-formed UTF-8 (a malformed or overlong sequence decodes to lone surrogates) without C1
+    controls (C0 controls are refused for every address, by parse_path)."""
+    if address.isascii():
+        return None
+    if not utf8:
+        return NEEDS_SMTPUTF8
+    if any("\ud800" <= c <= "\udfff" or "\x80" <= c <= "\x9f" for c in address):
+        return BAD_UTF8
+    return None
+
+
 class Engine:
     """One SMTP session's protocol state.  See the module docstring."""
 
@@ -313,6 +362,15 @@ class Engine:
         self._bare_eol = False
         # DATA_BARE_EOL=normalize: a bare CR or LF in the body is a line end like CRLF
         self.normalize_bare_eol = normalize_bare_eol
+        # the transaction's extensions
+        self.utf8 = False  # MAIL FROM had SMTPUTF8 (RFC 6531): its addresses may be UTF-8
+        self.chunking = False  # a BDAT chunk was taken: the message goes on in BDAT, never DATA
+        # inside a BDAT chunk
+        self._chunk: Bdat | None = None  # the chunk being read; None when it is refused here, unread
+        self._chunk_left = 0  # its octets still to come
+        self._chunk_refusal: Reply | None = None
+        self._cr_held = False  # the stored bytes so far end with a CR that may be half of a CRLF
+        self._stored = bytearray()  # the message as stored, not yet handed out in whole lines
 
     # -- input and output ------------------------------------------------
 
@@ -349,6 +407,13 @@ class Engine:
                 return final
             if self.mode == DATA:
                 return self._body_event()
+            if self.mode == CHUNK:
+                event = self._chunk_event()
+                if event is NEED_DATA and self.mode == COMMAND:
+                    continue  # a chunk refused here is consumed; its reply is queued
+                if event is not None and event.needs_reply:
+                    self._pending = event
+                return event
             line = self._next_line(MAX_AUTH_LINE if self.mode == AUTH else MAX_COMMAND_LINE)
             if line is None:
                 if not self._eof:
@@ -389,7 +454,7 @@ class Engine:
                 self._line_start = self._may_end = True
                 self._lf_body = not self.crlf_client
                 self._bare_eol = False
-        elif isinstance(event, BodyEnd):
+        elif isinstance(event, BodyEnd) or (isinstance(event, ChunkEnd) and event.last):
             self._clear_transaction()
         elif isinstance(event, (Auth, AuthResponse)):
             self.mode = AUTH if reply.code == 334 else COMMAND
@@ -440,6 +505,9 @@ class Engine:
         self._clear_transaction()  # as mailfront: MAIL starts over before its argument is read
         parsed = parse_path(arg, "FROM")
         reply = BAD_ADDRESS if parsed is None else _bad_size(parsed[1])
+        if reply is None:
+            self.utf8 = any(p.upper() == "SMTPUTF8" for p in parsed[1])
+            reply = _utf8_problem(parsed[0], self.utf8)
         if reply is not None:
             self._queue(reply)
             return Reset()
@@ -451,6 +519,9 @@ class Engine:
         parsed = parse_path(arg, "TO")
         if parsed is None:
             return self._reply(BAD_ADDRESS)
+        problem = _utf8_problem(parsed[0], self.utf8)
+        if problem is not None:
+            return self._reply(problem)
         if self.recipients >= MAX_RECIPIENTS:
             return self._reply(TOO_MANY_RECIPIENTS)
         return Rcpt(*parsed)
@@ -460,7 +531,32 @@ class Engine:
             return self._reply(NEED_MAIL)
         if not self.recipients:
             return self._reply(NEED_RCPT)
+        if self.chunking:
+            return self._reply(DATA_AFTER_BDAT)
         return Data()
+
+    def _bdat(self, arg: str) -> Event | None:
+        words = arg.split(" ")
+        size = words[0]
+        if (not (1 <= len(words) <= 2 and size.isascii() and size.isdigit() and len(size) <= MAX_CHUNK_DIGITS)
+                or (len(words) == 2 and words[1].upper() != "LAST")):
+            # how many octets follow is unknown: reading on would take message bytes for commands
+            self._queue(BAD_BDAT)
+            self.close(1)
+            return None
+        self.mode = CHUNK
+        self._chunk_left = int(size)
+        last = len(words) == 2
+        self._chunk_refusal = NEED_MAIL if not self.has_sender else NEED_RCPT if not self.recipients else None
+        if self._chunk_refusal is not None:  # refused, but its octets are consumed all the same (RFC 3030 2)
+            self._chunk = None
+            return None
+        if not self.chunking:  # the message's first chunk
+            self.chunking = True
+            self._bare_eol = self._cr_held = False
+            self._stored.clear()
+        self._chunk = Bdat(self._chunk_left, last)
+        return self._chunk
 
     def _rset(self, arg: str) -> Event:
         self._clear_transaction()
@@ -500,6 +596,7 @@ class Engine:
         "MAIL": _mail,
         "RCPT": _rcpt,
         "DATA": _data,
+        "BDAT": _bdat,
         "RSET": _rset,
         "NOOP": _noop,
         "VRFY": _vrfy,
@@ -535,6 +632,8 @@ class Engine:
     def _clear_transaction(self) -> None:
         self.has_sender = False
         self.recipients = 0
+        self.utf8 = False
+        self.chunking = False
 
     def _next_line(self, limit: int) -> str | Reply | None:
         buf = self._buf
@@ -659,3 +758,67 @@ class Engine:
         self.close(1)
         self._final = None
         return Closed(in_data=True, exit_code=1)
+
+    # -- BDAT chunks -----------------------------------------------------
+
+    def _chunk_event(self) -> Event | None:
+        """The next block of a BDAT chunk, its end, or NEED_DATA.
+
+        A chunk is exactly its octets: no dot-stuffing, no end marker.  They
+        are stored as DATA's are (CRLF -> LF, a bare CR or LF noted) and handed
+        out in whole lines, as DATA's blocks are; a CR at the end of a chunk
+        waits for the next chunk's first octet.
+        """
+        while True:
+            final = self._chunk is not None and self._chunk.last and not self._chunk_left
+            if final or len(self._stored) >= DATA_HOLD:  # blocks of DATA's size, whatever the chunks' sizes
+                block = self._lines(self._stored, final)
+                if block:
+                    return Body(block)
+            if not self._chunk_left:
+                break
+            if not self._buf:
+                return NEED_DATA if not self._eof else self._drop()
+            take = min(self._chunk_left, len(self._buf))
+            piece = bytes(self._buf[:take])
+            del self._buf[:take]
+            self._chunk_left -= take
+            if self._chunk is not None:
+                block = self._store(piece, self._chunk.last and not self._chunk_left)
+                cut = block.rfind(b"\n") + 1 if not self._stored and len(block) >= DATA_HOLD // 2 else 0
+                self._stored += block[cut:] if cut else block
+                if cut:  # a big piece after whole lines: handed out as it is, not copied through the buffer
+                    return Body(block[:cut] if cut < len(block) else block)
+        self.mode = COMMAND
+        chunk, self._chunk = self._chunk, None
+        if chunk is None:
+            self._queue(self._chunk_refusal)
+            return NEED_DATA
+        return ChunkEnd(chunk.size, chunk.last, self._bare_eol and chunk.last)
+
+    def _store(self, piece: bytes, final: bool) -> bytes:
+        """The piece as stored: CRLF -> LF (with a CR held from the last piece), a bare CR or LF noted."""
+        data = b"\r" + piece if self._cr_held else piece
+        self._cr_held = not final and data.endswith(b"\r")
+        if self._cr_held:
+            data = data[:-1]
+        block = crlf_to_lf(data)
+        if block is None:
+            self._bare_eol = True
+            block = data.replace(b"\r\n", b"\n")
+            if self.normalize_bare_eol:
+                block = block.replace(b"\r", b"\n")
+        return block
+
+    @staticmethod
+    def _lines(stored: bytearray, final: bool) -> bytes | None:
+        """The whole lines at the start of `stored`, taken out of it (all of it at the end of the message, or a
+        piece of a long line); None when there is none yet."""
+        cut = len(stored) if final else stored.rfind(b"\n") + 1
+        if not cut and len(stored) > DATA_HOLD:
+            cut = len(stored)
+        if not cut:
+            return None
+        block = bytes(stored[:cut])
+        del stored[:cut]
+        return block

@@ -9,7 +9,8 @@ the client authenticated) becomes the remote host, else the remote IP, else
 `unknown`; a missing local host becomes the local IP; addresses of $PROTO
 TCP6 get the `IPv6:` prefix.  The protocol names follow RFC 3848: ESMTPA when
 the client authenticated, ESMTPS / ESMTPSA when the session is encrypted (the
-TLS version and cipher follow in a comment).  With $FIXUP_RECEIVED_HOST and
+TLS version and cipher follow in a comment), and RFC 6531's UTF8SMTP, UTF8SMTPA,
+UTF8SMTPS and UTF8SMTPSA for a message sent with SMTPUTF8.  With $FIXUP_RECEIVED_HOST and
 $FIXUP_RECEIVED_IP set and different from the local ones, a first header
 records the hop from this host to that name.  $AUTH_ADD_RECEIVED=0 leaves the
 Received: headers out of messages from clients that authenticated or have
@@ -30,10 +31,11 @@ def rfc2822_date(now: float) -> str:
     return f"{t.tm_mday:02} {_MONTHS[t.tm_mon - 1]} {t.tm_year} {t.tm_hour:02}:{t.tm_min:02}:{t.tm_sec:02} -0000"
 
 
-def protocol_name(protocol: str, authenticated: bool, tls: bool) -> str:
-    if protocol != "ESMTP" and not (authenticated or tls):
+def protocol_name(protocol: str, authenticated: bool, tls: bool, utf8: bool = False) -> str:
+    """RFC 3848's names (and RFC 6531's UTF8SMTP... for a message sent with SMTPUTF8)."""
+    if protocol != "ESMTP" and not (authenticated or tls or utf8):
         return protocol
-    return "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+    return ("UTF8SMTP" if utf8 else "ESMTP") + ("S" if tls else "") + ("A" if authenticated else "")
 
 
 def header_safe(value: str) -> str:
@@ -52,8 +54,16 @@ def from_by(name: str | None, host: str | None, ip: str | None) -> str:
 
 
 class AddReceived(Plugin):
+    utf8 = False  # the message's MAIL FROM had SMTPUTF8
+
     def __init__(self, clock=time.time) -> None:
         self.clock = clock
+
+    def reset(self, session) -> None:
+        self.utf8 = False
+
+    def sender(self, session, address, params) -> None:
+        self.utf8 = any(p.upper() == "SMTPUTF8" for p in params)
 
     def init(self, session) -> None:
         s = session.settings
@@ -80,7 +90,7 @@ class AddReceived(Plugin):
         if add is not None:
             header.append(add + "\n")
         if not skip:
-            protocol = protocol_name(session.protocol, session.user is not None, session.tls is not None)
+            protocol = protocol_name(session.protocol, session.user is not None, session.tls is not None, self.utf8)
             with_ = f"{protocol} via {self.via}" + (f" ({header_safe(session.tls)})" if session.tls else "")
             helo = header_safe(session.helo) if session.helo else None
             header.append(f"Received: from {from_by(helo, self.remote_host, self.remote_ip)}\n"

@@ -9,7 +9,7 @@ domains (not their subdomains), and then refuses the empty sender too.
 
 from __future__ import annotations
 
-from ..smtp import Reply
+from ..smtp import Reply, fold
 from . import Plugin
 
 NO_DOMAIN = Reply(554, "5.1.2 Address is missing a domain name")
@@ -48,7 +48,7 @@ class CheckFqdn(Plugin):
         at = address.text.rfind("@")
         if at < 0:
             return EMPTY_SENDER
-        if address.text[at + 1 :].lower() in (d.lower() for d in domains.split(":") if d):
+        if fold(address.text[at + 1 :]) in (fold(d) for d in domains.split(":") if d):
             return None
         return DISALLOWED_SENDER
 

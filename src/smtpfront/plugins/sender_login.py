@@ -9,7 +9,7 @@ is not concerned.
 from __future__ import annotations
 
 from ..control import ControlError, open_cdb, read_lines
-from ..smtp import Reply
+from ..smtp import Reply, fold
 from . import CONTROL_UNREADABLE
 
 NOT_OWNER = Reply(553, "5.7.1 Sender address not owned by the authenticated user.")
@@ -21,7 +21,7 @@ class SenderLogin:
         self._owners = None
 
     def _lookup(self, key: str) -> list[str]:
-        key = key.lower()
+        key = fold(key)
         if self.path.endswith(".cdb"):
             if self._owners is None:
                 self._owners = open_cdb(self.path) or {}
@@ -35,9 +35,9 @@ class SenderLogin:
                 self._owners = {}
                 for line in lines:
                     address, _, logins = line.partition(" ")
-                    self._owners[address.lower()] = logins.strip()
+                    self._owners[fold(address)] = logins.strip()
             found = self._owners.get(key, "")
-        return [login.strip().lower() for login in found.split(",") if login.strip()]
+        return [fold(login.strip()) for login in found.split(",") if login.strip()]
 
     def check(self, session, address) -> Reply | None:
         if session.user is None:
@@ -50,7 +50,7 @@ class SenderLogin:
         except OSError as e:
             session.log.note(f"SENDER_LOGIN_MAP: {e}")
             return CONTROL_UNREADABLE
-        if session.user.lower() in owners:
+        if fold(session.user) in owners:
             return None
         session.log.note(f"sender {sender!r} not owned by {session.user}")
         return NOT_OWNER

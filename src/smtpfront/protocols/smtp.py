@@ -28,7 +28,8 @@ TLS_UNAVAILABLE = Reply(454, "4.7.0 TLS not available due to temporary reason.")
 START_TLS = Reply(220, "2.0.0 Ready to start TLS")
 TIMED_OUT = Reply(421, "4.4.2 Timeout; closing connection.")
 SESSION_TIMED_OUT = Reply(421, "4.4.2 Session time limit exceeded; closing connection.")
-EHLO_KEYWORDS = ["8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING"]
+EHLO_KEYWORDS = ["8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8"]
+CHUNK_TOO_BIG = Reply(552, "5.2.3 The message would exceed the maximum message size.")
 
 
 def refuse(transport, reply: Reply) -> None:
@@ -81,6 +82,8 @@ class SMTP:
         self.auth = next((p for p in pipeline.plugins if "AUTH" in p.commands and p.exists()), None)
         self.transport = None  # the client's bytes: plain, or TLS once STARTTLS succeeded
         self.tls = tls  # a callable giving an ssl context when STARTTLS may be offered
+        self.chunked = 0  # octets announced by the BDAT chunks of this message so far
+        self.chunk_failure: Reply | None = None  # why this BDAT message is refused
         self.tls_context = None  # built on first use, so `ssl` is imported only then
         self._dispatch = {
             smtp.Hello: self.hello,
@@ -89,6 +92,8 @@ class SMTP:
             smtp.Data: self.data,
             smtp.Body: self.body,
             smtp.BodyEnd: self.body_end,
+            smtp.Bdat: self.bdat,
+            smtp.ChunkEnd: self.chunk_end,
             smtp.Auth: self.auth_start,
             smtp.AuthResponse: self.auth_response,
             smtp.StartTLS: self.starttls,
@@ -129,10 +134,11 @@ class SMTP:
 
     def reset(self, event: smtp.Event | None = None) -> None:
         self.pipeline.reset()
+        self.chunked, self.chunk_failure = 0, None
 
     def hello(self, event: smtp.Hello) -> Reply:
         s = self.session
-        self.pipeline.reset()
+        self.reset()
         keywords: list[str] = []
         reply = self.pipeline.helo(event.domain, keywords)
         if reply is not None and reply.code >= 400:
@@ -148,7 +154,7 @@ class SMTP:
         return Reply(250, "\n".join([host, *keywords]))
 
     def mail(self, event: smtp.Mail) -> Reply:
-        self.pipeline.reset()
+        self.reset()
         return self.pipeline.sender(Address(event.address), event.params) or SENDER_ACCEPTED
 
     def rcpt(self, event: smtp.Rcpt) -> Reply:
@@ -168,6 +174,27 @@ class SMTP:
             self.pipeline.fail_message(BARE_EOL)
         reply = self.pipeline.message_end() or MESSAGE_ACCEPTED
         self._reset_quietly()  # the message is answered: nothing after it may change that answer
+        return reply
+
+    def bdat(self, event: smtp.Bdat) -> None:
+        """A chunk is coming: the message starts with the first; a chunk over the size limit is refused before
+        any of it is stored (its octets are still read, and dropped)."""
+        if not self.chunked and self.chunk_failure is None:
+            reply = self.pipeline.data_start()
+            if reply is not None and reply.code >= 400:
+                self.chunk_failure = reply
+        self.chunked += event.size
+        limit = self.pipeline.size_limit()
+        if self.chunk_failure is None and limit and self.chunked > limit:
+            self.chunk_failure = CHUNK_TOO_BIG
+        if self.chunk_failure is not None:
+            self.pipeline.fail_message(self.chunk_failure)
+
+    def chunk_end(self, event: smtp.ChunkEnd) -> Reply:
+        if not event.last:
+            return self.chunk_failure or Reply(250, f"2.0.0 {event.size} octets received.")
+        reply = self.body_end(smtp.BodyEnd(event.bare_eol))
+        self.chunked, self.chunk_failure = 0, None
         return reply
 
     def closed(self, event: smtp.Event) -> None:
@@ -202,7 +229,7 @@ class SMTP:
 
     def tls_started(self, description: str) -> None:
         """The handshake succeeded: back to the just-connected state (RFC 3207 4.2)."""
-        self.pipeline.reset()
+        self.reset()
         s = self.session
         s.helo, s.protocol, s.user, s.tls = None, NAME, None, description
         self.log.note(f"TLS started: {description}")
