@@ -173,6 +173,10 @@ class SMTP:
     def closed(self, event: smtp.Event) -> None:
         if isinstance(event, smtp.Closed) and event.in_data:
             self.log("Connection dropped")
+        if isinstance(event, smtp.Closed) and event.exit_code == 0 and self.auth is not None:
+            reply = self.auth.abandon(self.session)  # the input ended inside an AUTH exchange
+            if reply is not None:
+                self.engine.send(reply)
         self.pipeline.reset()
 
     # -- AUTH and STARTTLS -------------------------------------------------
