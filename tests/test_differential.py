@@ -651,6 +651,9 @@ add("require-auth front end", "smtpfront-qmail", b"EHLO x\r\nMAIL FROM:<a@b.exam
 add("require-auth front end relayclient", "smtpfront-qmail", ECHO_MSG,
     {"PLUGINS": "-relayclient:+require-auth", "RELAYCLIENT": ""})
 add("mailfront smtp echo accept", "mailfront smtp echo accept", b"HELO x\r\n" + ECHO_MSG + b"QUIT\r\n")
+add("address forms", f"{ECHO} accept", b"MAIL FROM:x@b.example\r\nMAIL FROM x@b.example\r\nMAIL FROM<x@b.example>\r\n"
+    b"MAIL FROM\r\nMAIL FROM:\r\nMAIL FROM<\r\nMAIL FROM:<x@b.example\r\nRCPT TO:y@example.org SIZE=1\r\n",
+    replies="`MAIL FROM:me` and `MAIL FROM me` are read as `me` (mailfront 2.13)", log="the replies")
 add("smtpfront-qmail eof in data", "smtpfront-qmail", ENV + b"DATA\r\nSubject: t\r\n")
 add("smtpfront-qmail log lines", "smtpfront-qmail", b"EHLO x\r\n" + ENV + b"RCPT TO:<y@other.example>\r\n"
     b"MAIL FROM:<bad@x.example>\r\nRCPT TO:<y@example.org>\r\n" + MSG + b"QUIT\r\n")
