@@ -419,6 +419,9 @@ LIST_SENDERS = b"".join(b"MAIL FROM:<%s>\r\n" % a for a in (b"a@x.example", b"A@
                                                            b"a@q.example", b"b@r.example", b"a@other.example"))
 add("rules text lists", RULES, LIST_SENDERS, {"RULES": "k[[@@TMP@/domains]]:*:domain\nk[[@TMP@/addresses]]:*:address\n"
                                                        "d*:*\n"}, files=LISTS)
+add("rules cdb lists", RULES, LIST_SENDERS, {"RULES": "k[[@@TMP@/domains.cdb]]:*:domain\n"
+                                                      "k[[@TMP@/addresses.cdb]]:*:address\nd*:*\n"},
+    files={**LISTS, "addresses.cdb": Cdb({"a@q.example": ""})})
 add("rules recipient lists", RULES, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<a@x.example>\r\nRCPT TO:<a@v.example>\r\n",
     {"RULES": ":recipient\nk*:[[@@TMP@/domains]]:listed\nd*:*:unlisted\n"}, files=LISTS)
 add("rules empty sender", RULES, b"MAIL FROM:<>\r\nRCPT TO:<a@x.example>\r\n",
