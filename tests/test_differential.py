@@ -349,6 +349,11 @@ add("sasl three failures", AUTH, b"AUTH PLAIN " + W.encode() + b"\r\n" * 1 + (b"
 add("sasl eof in exchange", AUTH, b"AUTH LOGIN\r\n" + b64(DEMO) + b"\r\n", CVM)
 add("sasl login facts", AUTH, b"AUTH LOGIN\r\n" + b64(DEMO.upper()) + b"\r\n" + b64(PASSWORD) + b"\r\n", CVM)
 add("sasl login only", AUTH, b"EHLO x\r\nAUTH PLAIN " + GOOD_PLAIN + b"\r\n", {"CVM_SASL_LOGIN": "@CVM@"})
+MECH_BUG = "mailfront drops PLAIN when CRAM-MD5 is configured too (or everything but LOGIN when only CVM_SASL_LOGIN is)"
+add("sasl plain and cram-md5", AUTH, b"EHLO x\r\n" + GOOD_AUTH, {"CVM": "1", "CVM_SASL_CRAM_MD5": "@CVM@"},
+    replies=MECH_BUG, log="the replies")
+add("sasl login and cram-md5", AUTH, b"EHLO x\r\n", {"CVM_SASL_LOGIN": "@CVM@", "CVM_SASL_CRAM_MD5": "@CVM@"},
+    replies=MECH_BUG, log="the byte count")
 add("sasl cvm command", AUTH, b"EHLO x\r\n" + GOOD_AUTH + b"AUTH LOGIN\r\n", {
     "CVM_SASL_PLAIN": "/usr/bin/cvm-pwfile", "CVM_PWFILE_PATH": "@PWFILE@"})
 add("sasl cvm command prefix", AUTH, b"EHLO x\r\n" + GOOD_AUTH, {
