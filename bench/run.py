@@ -1,33 +1,84 @@
-"""Benchmarks (stdlib only; `make bench`): ratios measured side by side in one run.
+"""Benchmarks (stdlib only; `make bench`): every figure side by side with the C program, in one run.
 
-session:    a full AUTH session through smtpfront-qmail and through the C
-            smtpfront-qmail, each divided by a bare `python3 -I -S -c pass`
-throughput: messages of 1, 10 and 100 MB through smtpfront-queuedir and the C
-            `mailfront smtp queuedir accept`, MB/s and peak RSS
-rules:      session start-up with a 10,000-line MAILRULES file (cached parse), and
-            with a 100,000-entry morercpthosts.cdb
-bounds:     peak RSS of sessions that push each bound (recipients, commands,
-            line lengths, AUTH lines) against a plain EHLO/QUIT
-concurrency: sessions per second under `tcpserver -c 40` with 40 parallel
-            clients, smtpfront-qmail against the C smtpfront-qmail
-tls:        EHLO/QUIT against EHLO/STARTTLS/EHLO/QUIT over a socket, and the
-            server side's own cost: context set-up and handshake in one process
+    python bench/run.py [SCENARIO ...]      (default: all; BENCH_RUNS: runs, BENCH_IDLE: idle sessions)
+
+session      a full AUTH session per connection (EHLO, AUTH PLAIN through cvm-pwfile, MAIL,
+             RCPT, 2 KB DATA, QUIT) through smtpfront-qmail and the C smtpfront-qmail,
+             against a bare `python3 -I -S -c pass`; and where our time goes, step by step
+tcp          under `tcpserver -l localhost -b 100 -c 40`: sessions per second with 40
+             clients, per-session latency p50/p99 (40 clients, and one at a time), and the
+             private memory (PSS, USS) of 500 idle sessions
+tls          what STARTTLS adds to a session, and its parts
+throughput   1, 10 and 100 MB messages through smtpfront-queuedir and the C `mailfront smtp
+             queuedir accept`: MB/s and peak RSS
+rules, morercpthosts, bounds   start-up with big rule and cdb files; RSS at each bound
+
+Runs are interleaved: the cases of a scenario take turns, run after run, so that a drift
+in the machine's speed touches them alike.  Each figure is the median, min..max beside
+it.  qmail-queue is a stand-in that reads all of the message (fd 0) and the envelope
+(fd 1) before it exits 0, as the real one does.
+
+The scenarios are functions of the command lines they compare, so that other benchmarks
+add their rows with the same code: `session_cases` takes per-connection programs;
+`tcp_rates` and `idle_memory` take a server command line in which the word PORT stands
+for the port (`tcpserver_argv` builds tcpserver's); `tls_increment` takes a connect
+function (`piped_session` for a program on a socketpair, `tcp_connect` for a server).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+SRC = Path(__file__).resolve().parent.parent / "src"
 RUNS = int(os.environ.get("BENCH_RUNS", "20"))
+IDLE = int(os.environ.get("BENCH_IDLE", "500"))  # idle sessions whose memory is measured
 PASSWORD = "bench-password"
+C_QMAIL = "/usr/sbin/smtpfront-qmail"
+C_QUEUEDIR = ["/usr/sbin/mailfront", "smtp", "queuedir", "accept"]
+QMAIL_QUEUE = """#!/bin/sh
+# qmail-queue stand-in: reads the whole message (fd 0), then the whole envelope (fd 1), exits 0
+exec cat - /dev/fd/3 3<&1 >/dev/null
+"""
+
+
+# ---- figures -------------------------------------------------------------------
+
+
+def spread(samples: list[float], scale: float = 1000, digits: int = 1, unit: str = " ms") -> str:
+    """'median unit (min..max)'."""
+    s = sorted(samples)
+    return f"{statistics.median(s) * scale:.{digits}f}{unit} ({s[0] * scale:.{digits}f}..{s[-1] * scale:.{digits}f})"
+
+
+def percentile(samples: list[float], p: int) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[p - 1] if len(samples) > 1 else samples[0]
+
+
+def interleaved(cases: dict[str, Callable[[], float]], runs: int) -> dict[str, list[float]]:
+    """Each case's figure from `runs` rounds; in each round every case runs once, in turn."""
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, case in cases.items():
+            results[name].append(case())
+    return results
+
+
+def c_available(path: str) -> bool:
+    return os.path.exists(path)
+
+
+# ---- one process per session, fed on stdin ---------------------------------------
 
 
 def _stdin(data) -> tempfile.TemporaryFile:
@@ -69,151 +120,134 @@ def peak_rss(argv: list[str], data, env: dict[str, str]) -> int:
     return peak
 
 
-def median_interleaved(cases: dict[str, tuple[list[str], bytes, dict]], runs: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(runs):
-        for name, (argv, data, env) in cases.items():
-            times[name].append(timed(argv, data, env))
-    return {name: statistics.median(t) for name, t in times.items()}
+def session_cases(programs: dict[str, list[str]], data, env: dict[str, str]) -> dict[str, Callable[[], float]]:
+    """Cases for `interleaved`: each program started afresh and fed `data` on stdin, as tcpserver would."""
+    return {name: (lambda argv=argv: timed(argv, data, env)) for name, argv in programs.items()}
 
 
-def start_cvm(tmp: Path) -> tuple[subprocess.Popen, str]:
-    (tmp / "pw").write_text(f"demo:{PASSWORD}:1000:1000:Demo:/:/bin/sh\n")
-    sock = tmp / "cvm.sock"
-    proc = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env={**os.environ, "CVM_PWFILE_PATH": str(tmp / "pw")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not sock.exists():
-        time.sleep(0.01)
-    return proc, f"cvm-local:{sock}"
+# ---- the common set-up: a CVM, a qmail-queue stand-in, the AUTH session --------------
 
 
-def session_bench(tmp: Path) -> None:
-    cvm_proc, module = start_cvm(tmp)
+class Setup:
+    """What every scenario shares: a running cvm-pwfile, the qmail-queue stand-in, the environment."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        (tmp / "pw").write_text(f"demo:{PASSWORD}:1000:1000:Demo:/:/bin/sh\n")
+        sock = tmp / "cvm.sock"
+        self.cvm = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"],
+                                    env={**os.environ, "CVM_PWFILE_PATH": str(tmp / "pw")},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not sock.exists():
+            time.sleep(0.01)
+        self.queue = tmp / "qmail-queue"
+        self.queue.write_text(QMAIL_QUEUE)
+        self.queue.chmod(0o755)
+        (tmp / "plain" / "control").mkdir(parents=True)
+        self.env = {"PATH": os.environ["PATH"], "TCPLOCALHOST": "mx.example", "TCPREMOTEIP": "127.0.0.1",
+                    "CVM_SASL_PLAIN": f"cvm-local:{sock}", "QMAILQUEUE": str(self.queue),
+                    "QMAILHOME": str(tmp / "plain")}
+
+    def close(self) -> None:
+        self.cvm.kill()
+        self.cvm.wait()
+
+
+def auth_session() -> bytes:
     plain = base64.b64encode(f"\0demo\0{PASSWORD}".encode())
     body = b"Subject: bench\r\n\r\n" + (b"x" * 78 + b"\r\n") * 26
-    session = (b"EHLO bench\r\nAUTH PLAIN " + plain + b"\r\nMAIL FROM:<a@b.example>\r\n"
-               b"RCPT TO:<y@elsewhere.example>\r\nDATA\r\n" + body + b".\r\nQUIT\r\n")
-    env = {"PATH": os.environ["PATH"], "TCPLOCALHOST": "mx.example", "TCPREMOTEIP": "127.0.0.1",
-           "CVM_SASL_PLAIN": module, "QMAILQUEUE": "/bin/true", "QMAILHOME": str(tmp)}
-    bare = [sys.executable, "-I", "-S", "-c", "pass"]
-    cases = {"bare python": (bare, b"", env), "smtpfront": ([str(BIN / "smtpfront-qmail")], session, env)}
-    if os.path.exists("/usr/sbin/smtpfront-qmail"):
-        cases["C mailfront"] = (["/usr/sbin/smtpfront-qmail"], session, env)
-    # where our time goes: each step adds one part of the full session
+    return (b"EHLO bench\r\nAUTH PLAIN " + plain + b"\r\nMAIL FROM:<a@b.example>\r\n"
+            b"RCPT TO:<y@elsewhere.example>\r\nDATA\r\n" + body + b".\r\nQUIT\r\n")
+
+
+# ---- scenario: a session per connection ----------------------------------------------
+
+
+def session_bench(setup: Setup) -> None:
+    session = auth_session()
+    env = setup.env
     prog = [str(BIN / "smtpfront-qmail")]
-    src = str(Path(__file__).resolve().parent.parent / "src")
-    imports = (f"import sys; sys.path.insert(0, {src!r}); import smtpfront.cli, smtpfront.server, smtpfront.sasl, "
+    programs = {"bare python": [sys.executable, "-I", "-S", "-c", "pass"], "smtpfront": prog}
+    if c_available(C_QMAIL):
+        programs["C mailfront"] = [C_QMAIL]
+    imports = (f"import sys; sys.path.append({str(SRC)!r}); import smtpfront.cli, smtpfront.server, smtpfront.sasl, "
                "smtpfront.backends.qmail, smtpfront.handlers.check_fqdn, smtpfront.handlers.counters, "
                "smtpfront.handlers.qmail_validate, smtpfront.handlers.received, smtpfront.handlers.relayclient, "
                "select, posix; posix._exit(0)")  # leaving as the programs do, without teardown
-    steps = {
-        "+ importing our modules": ([sys.executable, "-I", "-S", "-c", imports], b"", env),
-        "+ EHLO/QUIT": (prog, b"EHLO bench\r\nQUIT\r\n", env),
-        "+ AUTH (CVM round trip)": (prog, session.split(b"MAIL FROM")[0] + b"QUIT\r\n", env),
-        "+ MAIL, RCPT, DATA (qmail-queue)": (prog, session, env),
+    steps = {  # each adds one part of the full session
+        "+ importing our modules": ([sys.executable, "-I", "-S", "-c", imports], b""),
+        "+ EHLO/QUIT": (prog, b"EHLO bench\r\nQUIT\r\n"),
+        "+ AUTH (CVM round trip)": (prog, session.split(b"MAIL FROM")[0] + b"QUIT\r\n"),
+        "+ MAIL, RCPT, DATA (qmail-queue)": (prog, session),
     }
-    result = median_interleaved({**cases, **steps}, RUNS)
-    cvm_proc.kill()
-    base = result["bare python"]
-    print(f"session ({RUNS} runs, median): bare python {base * 1000:.1f} ms")
+    cases = session_cases(programs, session, env)
+    cases.update({name: (lambda argv=argv, data=data: timed(argv, data, env)) for name, (argv, data) in steps.items()})
+    result = interleaved(cases, RUNS)
+    base = statistics.median(result["bare python"])
+    print(f"session ({RUNS} runs interleaved; median (min..max)): bare python {spread(result['bare python'])}")
     for name in ("smtpfront", "C mailfront"):
         if name in result:
-            print(f"  {name:12} {result[name] * 1000:7.1f} ms   = {result[name] / base:.2f}x bare python")
+            print(f"  {name:12} {spread(result[name]):26} = {statistics.median(result[name]) / base:.2f}x bare python")
     print("  profile of the smtpfront session, cumulative:")
     for name in steps:
-        print(f"    {name:34} {result[name] * 1000:6.1f} ms")
+        print(f"    {name:34} {spread(result[name])}")
 
 
-def throughput_bench(tmp: Path) -> None:
-    q = tmp / "queue"
-    for sub in ("tmp", "new"):
-        (q / sub).mkdir(parents=True, exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "QUEUEDIR": str(q), "QUEUEDIR_NOSYNC": "1", "RELAYCLIENT": "",
-           "QMAILHOME": str(tmp)}
-    line = b"y" * 998 + b"\r\n"
-    print("throughput (queuedir, no fsync; best of 3):")
-    for mb in (1, 10, 100):
-        block = line * 1024
-        blocks = mb * 1024 * 1024 // len(block)
-        size = blocks * len(block)
-        data = [b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\n"] + [block] * blocks
-        data.append(b".\r\nQUIT\r\n")
-        row = []
-        for name, argv in (("smtpfront", [str(BIN / "smtpfront-queuedir")]),
-                           ("C", ["/usr/sbin/mailfront", "smtp", "queuedir", "accept"])):
-            if not os.path.exists(argv[0]):
-                continue
-            best = min(timed(argv, data, env) for _ in range(3))
-            row.append((name, size / best / 1e6, peak_rss(argv, data, env) / 1024))
-            for f in (q / "new").iterdir():
-                f.unlink()
-        text = "   ".join(f"{n}: {mbps:6.0f} MB/s, peak RSS {rss:5.1f} MB" for n, mbps, rss in row)
-        ratio = f"   ratio {row[0][1] / row[1][1]:.2f}" if len(row) == 2 else ""
-        print(f"  {mb:3} MB   {text}{ratio}")
+# ---- scenario: a listening server ----------------------------------------------------
 
 
-def rules_bench(tmp: Path) -> None:
-    rules = tmp / "rules"
-    rules.write_text("".join(f"k*@host{i}.example:*:ok {i}\n" for i in range(10_000)) + "d*:*\n")
-    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp)}
-    session = b"MAIL FROM:<a@host9999.example>\r\nQUIT\r\n"
-    prog = [str(BIN / "smtpfront-qmail")]
-    timed(prog, session, {**env, "MAILRULES": str(rules)})  # writes the cache
-    result = median_interleaved({"no rules": (prog, session, env),
-                                 "10,000 rules": (prog, session, {**env, "MAILRULES": str(rules)})}, RUNS)
-    from smtpfront import mailrules
+def tcpserver_argv(program: str, limit: int = 40) -> list[str]:
+    """tcpserver as deployed, without the DNS lookups that stall a session in a hundred for 3 s."""
+    return ["tcpserver", "-R", "-H", "-l", "localhost", "-b", "100", "-c", str(limit), "127.0.0.1", "PORT", program]
 
+
+class Listening:
+    """The server `argv` (PORT: a free port) runs from `with` to the end of the block."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.argv = [str(self.port) if word == "PORT" else word for word in argv]
+        self.env = env
+
+    def __enter__(self) -> Listening:
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(500):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError(f"{self.argv} does not listen")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+    def children(self) -> list[int]:
+        """The server's child processes: one a session."""
+        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+            return [int(pid) for pid in f.read().split()]
+
+
+def one_session(port: int, dialogue: bytes) -> tuple[float, bool]:
+    """Connect, send the whole dialogue, read to the end: (seconds, ended with 221)."""
     start = time.perf_counter()
-    mailrules.parse(rules.read_text())
-    parse = time.perf_counter() - start
-    print(f"rules: session {result['no rules'] * 1000:.1f} ms without, {result['10,000 rules'] * 1000:.1f} ms with "
-          f"10,000 rules (+{(result['10,000 rules'] / result['no rules'] - 1) * 100:.0f}%, cached parse); "
-          f"uncached parse {parse * 1000:.0f} ms")
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.sendall(dialogue)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return time.perf_counter() - start, b"\r\n221 " in reply
 
 
-def morercpthosts_bench(tmp: Path) -> None:
-    from smtpfront.cdb import write_cdb
-
-    home = tmp / "morercpt"
-    (home / "control").mkdir(parents=True)
-    (home / "control" / "rcpthosts").write_text("example.org\n")
-    write_cdb(str(home / "control" / "morercpthosts.cdb"), ((f"host{i}.example".encode(), b"") for i in range(100_000)))
-    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(home)}
-    session = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@host99999.example>\r\nQUIT\r\n"
-    prog = [str(BIN / "smtpfront-qmail")]
-    plain = {**env, "QMAILHOME": str(tmp / "plain")}
-    (tmp / "plain" / "control").mkdir(parents=True)
-    (tmp / "plain" / "control" / "rcpthosts").write_text("example.org\nhost99999.example\n")
-    result = median_interleaved({"rcpthosts": (prog, session, plain), "morercpthosts": (prog, session, env)}, RUNS)
-    print(f"morercpthosts.cdb: session {result['rcpthosts'] * 1000:.1f} ms with the domain in rcpthosts, "
-          f"{result['morercpthosts'] * 1000:.1f} ms found in a 100,000-entry cdb "
-          f"({(result['morercpthosts'] / result['rcpthosts'] - 1) * 100:+.0f}%)")
-
-
-def bounds_bench(tmp: Path) -> None:
-    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp / "plain"), "QMAILQUEUE": "/bin/true", "RELAYCLIENT": ""}
-    mail = b"MAIL FROM:<a@b.example>\r\n"
-    cases = {
-        "EHLO/QUIT": b"EHLO x\r\nQUIT\r\n",
-        "1,001 recipients": mail + b"".join(b"RCPT TO:<user%d@example.org>\r\n" % i for i in range(1001)),
-        "10,001 commands": b"NOOP\r\n" * 10001,
-        "1,000 overlong command lines": (b"NOOP " + b"x" * 5000 + b"\r\n") * 1000,
-        "AUTH line of 12 KB, x100": b"AUTH PLAIN " + b"A" * 12000 + b"\r\n" * 100,
-        "one 10 MB body line": mail + b"RCPT TO:<u@example.org>\r\nDATA\r\n" + b"y" * 10_000_000 + b"\r\n.\r\n",
-    }
-    print("bounds (peak RSS, VmHWM):")
-    for name, data in cases.items():
-        print(f"  {name:30} {peak_rss([str(BIN / 'smtpfront-qmail')], data, env) / 1024:5.1f} MB")
-
-
-def drive_clients(port: int, dialogue: bytes, sessions: int, clients: int) -> tuple[float, int]:
-    """Sessions per second with `clients` threads sharing `sessions` connections; and how many failed."""
-    import socket
-    import threading
-
+def drive(port: int, dialogue: bytes, sessions: int, clients: int) -> tuple[float, list[float], int]:
+    """`clients` threads share `sessions` sessions: (sessions per second, each session's seconds, failures)."""
     remaining = [sessions]
     lock = threading.Lock()
-    failures = []
+    latencies: list[float] = []
+    failures = [0]
 
     def client() -> None:
         while True:
@@ -221,13 +255,10 @@ def drive_clients(port: int, dialogue: bytes, sessions: int, clients: int) -> tu
                 if remaining[0] == 0:
                     return
                 remaining[0] -= 1
-            with socket.create_connection(("127.0.0.1", port)) as conn:
-                conn.sendall(dialogue)
-                reply = b""
-                while chunk := conn.recv(4096):
-                    reply += chunk
-            if b"221 " not in reply:
-                failures.append(reply)
+            seconds, ok = one_session(port, dialogue)
+            with lock:
+                latencies.append(seconds)
+                failures[0] += not ok
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -235,44 +266,114 @@ def drive_clients(port: int, dialogue: bytes, sessions: int, clients: int) -> tu
         t.start()
     for t in threads:
         t.join()
-    return sessions / (time.perf_counter() - start), len(failures)
+    return sessions / (time.perf_counter() - start), latencies, failures[0]
 
 
-def concurrency_bench(tmp: Path, sessions: int = 800, clients: int = 40) -> None:
-    """Sessions per second through tcpserver -c 40 with `clients` parallel clients."""
-    import socket
-
-    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp / "plain"), "QMAILQUEUE": "/bin/true"}
-    dialogue = (b"EHLO bench\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
-                b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n")
-    print(f"concurrency (tcpserver -c 40, {clients} clients, {sessions} sessions):")
-    rates = {}
-    for name, program in (("smtpfront", str(BIN / "smtpfront-qmail")), ("C", "/usr/sbin/smtpfront-qmail")):
-        if not os.path.exists(program):
-            continue
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        server = subprocess.Popen(["tcpserver", "-R", "-H", "-l", "localhost", "-c", "40", "127.0.0.1", str(port),
-                                   program], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
-        rates[name], failed = drive_clients(port, dialogue, sessions, clients)
-        server.terminate()
-        server.wait()
-        print(f"  {name:10} {rates[name]:7.0f} sessions/s" + (f"  ({failed} failed)" if failed else ""))
-    if len(rates) == 2:
-        print(f"  ratio {rates['smtpfront'] / rates['C']:.2f}")
+def tcp_rates(servers: dict[str, list[str]], env: dict[str, str], dialogue: bytes, sessions: int, clients: int,
+              rounds: int) -> dict[str, tuple[list[float], list[float], int]]:
+    """For each server command line: sessions/s of each round, all session latencies, failures.  Interleaved."""
+    results: dict[str, tuple[list[float], list[float], int]] = {name: ([], [], 0) for name in servers}
+    for _ in range(rounds):
+        for name, argv in servers.items():
+            with Listening(argv, env) as server:
+                rate, latencies, failed = drive(server.port, dialogue, sessions, clients)
+            rates, all_latencies, failures = results[name]
+            rates.append(rate)
+            all_latencies += latencies
+            results[name] = (rates, all_latencies, failures + failed)
+    return results
 
 
-def tls_session(argv: list[str], env: dict[str, str], context) -> float:
-    """Wall time of one EHLO[/STARTTLS/EHLO]/QUIT session over a socketpair (context None: plain)."""
-    import socket
+def idle_memory(argv: list[str], env: dict[str, str], sessions: int) -> tuple[float, float, float]:
+    """`sessions` connections, each greeted and then idle: per session (PSS, USS, RSS) in MB, from smaps_rollup."""
+    with Listening(argv, env) as server:
+        conns = []
+        try:
+            for _ in range(sessions):
+                conn = socket.create_connection(("127.0.0.1", server.port))
+                conns.append(conn)
+            for conn in conns:
+                conn.settimeout(30)
+                while b"\r\n" not in conn.recv(4096):
+                    pass
+            time.sleep(0.5)
+            totals = {"Pss": 0, "Private_Clean": 0, "Private_Dirty": 0, "Rss": 0}
+            counted = 0
+            for pid in server.children():
+                try:
+                    with open(f"/proc/{pid}/smaps_rollup") as f:
+                        fields = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if v}
+                except (OSError, ValueError):
+                    continue
+                counted += 1
+                for key in totals:
+                    totals[key] += fields.get(key, 0)
+        finally:
+            for conn in conns:
+                conn.close()
+    if counted < sessions:
+        print(f"    (only {counted} of {sessions} sessions were running)")
+    per = max(counted, 1) * 1024
+    return totals["Pss"] / per, (totals["Private_Clean"] + totals["Private_Dirty"]) / per, totals["Rss"] / per
 
-    ours, theirs = socket.socketpair()
+
+def tcp_bench(setup: Setup, sessions: int = 400, clients: int = 40, idle: int = IDLE) -> None:
+    env = setup.env
+    servers = {"smtpfront": tcpserver_argv(str(BIN / "smtpfront-qmail"))}
+    if c_available(C_QMAIL):
+        servers["C"] = tcpserver_argv(C_QMAIL)
+    dialogue = auth_session()
+    rounds = max(RUNS // 7, 2)
+    print(f"tcp (full AUTH sessions; tcpserver -l localhost -b 100 -c 40; {rounds} rounds interleaved):")
+    loaded = tcp_rates(servers, env, dialogue, sessions, clients, rounds)
+    single = tcp_rates(servers, env, dialogue, RUNS * 5 // rounds, 1, rounds)
+    for name in servers:
+        rates, latencies, failed = loaded[name]
+        _, alone, failed_alone = single[name]
+        print(f"  {name:10} {spread(rates, 1, 0, ' sessions/s')} with {clients} clients; latency p50 "
+              f"{percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms; one client "
+              f"at a time: p50 {percentile(alone, 50) * 1000:.1f} ms, p99 {percentile(alone, 99) * 1000:.1f} ms"
+              + (f"  ({failed + failed_alone} sessions failed)" if failed + failed_alone else ""))
+    if len(servers) == 2:
+        ratio = statistics.median(loaded["smtpfront"][0]) / statistics.median(loaded["C"][0])
+        print(f"  sessions/s ratio {ratio:.2f}")
+    print(f"  {idle} idle sessions (after the greeting), per session:")
+    for name, argv in servers.items():
+        wide = argv[:]
+        wide[wide.index("-c") + 1] = str(idle + 10)
+        pss, uss, rss = idle_memory(wide, env, idle)
+        print(f"    {name:10} PSS {pss:5.2f} MB   USS (private) {uss:5.2f} MB   RSS {rss:5.2f} MB")
+
+
+# ---- scenario: STARTTLS ----------------------------------------------------------------
+
+
+def piped_session(argv: list[str], env: dict[str, str]) -> Callable[[], tuple[socket.socket, Callable[[], None]]]:
+    """A connect function for `tls_increment`: the program on a socketpair, as tcpserver runs it."""
+
+    def connect() -> tuple[socket.socket, Callable[[], None]]:
+        ours, theirs = socket.socketpair()
+        proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, env=env)
+        theirs.close()
+        return ours, proc.wait
+
+    return connect
+
+
+def tcp_connect(port: int) -> Callable[[], tuple[socket.socket, Callable[[], None]]]:
+    """A connect function for `tls_increment`: a connection to a listening server (`Listening.port`)."""
+
+    def connect() -> tuple[socket.socket, Callable[[], None]]:
+        return socket.create_connection(("127.0.0.1", port)), lambda: None
+
+    return connect
+
+
+def tls_session(connect, context) -> float:
+    """Wall time of one EHLO[/STARTTLS/EHLO]/QUIT session (context None: plain), connection to exit."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL, env=env)
-    theirs.close()
-    conn = ours.makefile("rwb")
+    sock, finish = connect()
+    conn = sock.makefile("rwb")
 
     def command(line: bytes) -> None:
         conn.write(line)
@@ -285,55 +386,68 @@ def tls_session(argv: list[str], env: dict[str, str], context) -> float:
     if context is not None:
         command(b"STARTTLS\r\n")
         conn.close()
-        ours = context.wrap_socket(ours, server_hostname="localhost")
-        conn = ours.makefile("rwb")
+        sock = context.wrap_socket(sock, server_hostname="localhost")
+        conn = sock.makefile("rwb")
         command(b"EHLO bench\r\n")
     command(b"QUIT\r\n")
     conn.close()
-    ours.close()
-    proc.wait()
+    sock.close()
+    finish()
     return time.perf_counter() - start
 
 
-def tls_bench(tmp: Path) -> None:
-    import ssl
+def tls_increment(connect, context, runs: int) -> tuple[list[float], list[float]]:
+    """Plain and STARTTLS sessions, interleaved: (plain seconds, STARTTLS seconds)."""
+    result = interleaved({"plain": lambda: tls_session(connect, None), "tls": lambda: tls_session(connect, context)},
+                         runs)
+    return result["plain"], result["tls"]
 
+
+def make_certificate(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                     "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
                    check=True, capture_output=True)
-    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp), "TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}
-    client = ssl.create_default_context(cafile=str(cert))
-    prog = [str(BIN / "smtpfront-qmail")]
-    times: dict[str, list[float]] = {"plain": [], "STARTTLS": []}
-    for _ in range(RUNS):
-        times["plain"].append(tls_session(prog, env, None))
-        times["STARTTLS"].append(tls_session(prog, env, client))
-    plain, tls = (statistics.median(times[k]) for k in ("plain", "STARTTLS"))
-    from smtpfront.tls import server_context
+    return cert, key
 
+
+def tls_bench(setup: Setup) -> None:
+    import ssl
+
+    from smtpfront import tls
+
+    cert, key = make_certificate(setup.tmp)
+    env = {**setup.env, "TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}
+    client = ssl.create_default_context(cafile=str(cert))
+    plain, with_tls = tls_increment(piped_session([str(BIN / "smtpfront-qmail")], env), client, RUNS)
+    added = [t - p for p, t in zip(plain, with_tls, strict=True)]
+    bare = [sys.executable, "-I", "-S", "-c"]
+    parts = interleaved({
+        "pass": lambda: timed(bare + ["pass"], b"", env),
+        "_ssl": lambda: timed(bare + ["import _ssl"], b"", env),
+        "ssl": lambda: timed(bare + ["import ssl"], b"", env),
+    }, RUNS)
     start = time.perf_counter()
-    context = server_context(str(cert), str(key), None, "1.2")
-    setup = time.perf_counter() - start
+    context = tls.server_context(str(cert), str(key), None, "1.2")
+    setup_time = time.perf_counter() - start
     handshakes = [memory_handshake(context, client) for _ in range(RUNS)]
-    importing = statistics.median(
-        timed([sys.executable, "-I", "-S", "-c", "import ssl"], b"", env) - timed([sys.executable, "-I", "-S", "-c",
-                                                                                    "pass"], b"", env)
-        for _ in range(RUNS)
-    )
-    print(f"tls ({RUNS} runs, median): EHLO/QUIT {plain * 1000:.1f} ms, with STARTTLS {tls * 1000:.1f} ms "
-          f"(+{(tls - plain) * 1000:.1f} ms in all); of which: importing ssl {importing * 1000:.1f} ms, "
-          f"server context set-up {setup * 1000:.1f} ms, a TLS 1.3 handshake with that context "
-          f"{statistics.median(handshakes) * 1000:.2f} ms (both halves, in memory)")
+    base = statistics.median(parts["pass"])
+    print(f"tls ({RUNS} runs interleaved; per connection; TLS from {tls.library_name()}):")
+    print(f"  EHLO/QUIT {spread(plain)}, EHLO/STARTTLS/EHLO/QUIT {spread(with_tls)}: STARTTLS adds {spread(added)}")
+    print(f"  parts: importing _ssl {(statistics.median(parts['_ssl']) - base) * 1000:.1f} ms (ssl would be "
+          f"{(statistics.median(parts['ssl']) - base) * 1000:.1f} ms), server context {setup_time * 1000:.1f} ms, "
+          f"a TLS 1.3 handshake {statistics.median(handshakes) * 1000:.2f} ms (both halves, in memory)")
 
 
 def memory_handshake(server_context, client_context) -> float:
     """One handshake between two in-memory TLS endpoints with ready contexts: the CPU cost of TLS itself."""
     import ssl
 
+    from smtpfront.tls import server_side
+
     c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
     client = client_context.wrap_bio(c_in, c_out, server_hostname="localhost")
-    server = server_context.wrap_bio(s_in, s_out, server_side=True)
+    server = server_side(server_context, s_in, s_out)
     start = time.perf_counter()
     done = set()
     while len(done) < 2:
@@ -348,17 +462,133 @@ def memory_handshake(server_context, client_context) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+# ---- scenario: big messages --------------------------------------------------------------
+
+
+def message(mb: int, line: bytes) -> list[bytes]:
+    """A session with one message of about `mb` MB of `line`s (after a header), as a list of blocks."""
+    block = line * (65536 // len(line) + 1)
+    blocks = mb * 1024 * 1024 // len(block)
+    return ([b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nSubject: bench\r\n\r\n"]
+            + [block] * blocks + [b".\r\nQUIT\r\n"])
+
+
+def queued(argv: list[str], data: list[bytes], env: dict[str, str], queue: Path) -> float:
+    """MB/s of one run into the queue directory, emptied afterwards."""
+    seconds = timed(argv, data, env)
+    files = list((queue / "new").iterdir())
+    if len(files) != 1:
+        raise RuntimeError(f"{argv} queued {len(files)} messages")
+    files[0].unlink()
+    return sum(map(len, data)) / 1e6 / seconds
+
+
+def throughput_bench(setup: Setup) -> None:
+    q = setup.tmp / "queue"
+    for sub in ("tmp", "new"):
+        (q / sub).mkdir(parents=True, exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "QUEUEDIR": str(q), "QUEUEDIR_NOSYNC": "1", "RELAYCLIENT": "",
+           "QMAILHOME": str(setup.tmp / "plain")}
+    programs = {"smtpfront": [str(BIN / "smtpfront-queuedir")]}
+    if c_available(C_QUEUEDIR[0]):
+        programs["C"] = C_QUEUEDIR
+    text = b"The quick brown fox jumps over the lazy dog; see www.example.org. Thanks.\r\n"
+    runs = max(RUNS // 4, 3)
+    print(f"throughput (queuedir, no fsync; {runs} runs interleaved; MB/s median (min..max); peak RSS):")
+    for mb, shape, line in ((1, "998-byte lines", b"y" * 998 + b"\r\n"), (10, "998-byte lines", b"y" * 998 + b"\r\n"),
+                            (100, "998-byte lines", b"y" * 998 + b"\r\n"), (10, "text, 76-byte lines", text)):
+        data = message(mb, line)
+
+        result = interleaved({name: (lambda argv=argv, data=data: queued(argv, data, env, q))
+                              for name, argv in programs.items()}, runs)
+        rss = {name: peak_rss(argv, data, env) / 1024 for name, argv in programs.items()}
+        for f in (q / "new").iterdir():
+            f.unlink()
+        row = "   ".join(f"{name}: {spread(result[name], 1, 0, '')}, {rss[name]:.1f} MB" for name in programs)
+        ratio = (f"   ratio {statistics.median(result['smtpfront']) / statistics.median(result['C']):.2f}"
+                 if "C" in result else "")
+        print(f"  {mb:3} MB {shape:20} {row}{ratio}")
+
+
+# ---- scenarios: rules, cdb, bounds -------------------------------------------------------
+
+
+def rules_bench(setup: Setup) -> None:
+    tmp = setup.tmp
+    rules = tmp / "rules"
+    rules.write_text("".join(f"k*@host{i}.example:*:ok {i}\n" for i in range(10_000)) + "d*:*\n")
+    env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp / "plain")}
+    session = b"MAIL FROM:<a@host9999.example>\r\nQUIT\r\n"
+    prog = [str(BIN / "smtpfront-qmail")]
+    timed(prog, session, {**env, "MAILRULES": str(rules)})  # writes the cache
+    result = interleaved(session_cases({"no rules": prog}, session, env)
+                         | {"10,000 rules": lambda: timed(prog, session, {**env, "MAILRULES": str(rules)})}, RUNS)
+    without, with_rules = (statistics.median(result[k]) for k in ("no rules", "10,000 rules"))
+    print(f"rules: session {spread(result['no rules'])} without, {spread(result['10,000 rules'])} with 10,000 "
+          f"rules ({(with_rules / without - 1) * 100:+.0f}%)")
+
+
+def morercpthosts_bench(setup: Setup) -> None:
+    from smtpfront.cdb import write_cdb
+
+    tmp = setup.tmp
+    home = tmp / "morercpt"
+    (home / "control").mkdir(parents=True)
+    (home / "control" / "rcpthosts").write_text("example.org\n")
+    write_cdb(str(home / "control" / "morercpthosts.cdb"), ((f"host{i}.example".encode(), b"") for i in range(100_000)))
+    small = tmp / "small"
+    (small / "control").mkdir(parents=True)
+    (small / "control" / "rcpthosts").write_text("example.org\nhost99999.example\n")
+    session = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u@host99999.example>\r\nQUIT\r\n"
+    prog = [str(BIN / "smtpfront-qmail")]
+    env = {"PATH": os.environ["PATH"]}
+    result = interleaved({"rcpthosts": lambda: timed(prog, session, {**env, "QMAILHOME": str(small)}),
+                          "cdb": lambda: timed(prog, session, {**env, "QMAILHOME": str(home)})}, RUNS)
+    a, b = (statistics.median(result[k]) for k in ("rcpthosts", "cdb"))
+    print(f"morercpthosts.cdb: session {spread(result['rcpthosts'])} with the domain in rcpthosts, "
+          f"{spread(result['cdb'])} found in a 100,000-entry cdb ({(b / a - 1) * 100:+.0f}%)")
+
+
+def bounds_bench(setup: Setup) -> None:
+    env = {**setup.env, "RELAYCLIENT": ""}
+    mail = b"MAIL FROM:<a@b.example>\r\n"
+    cases = {
+        "EHLO/QUIT": b"EHLO x\r\nQUIT\r\n",
+        "1,001 recipients": mail + b"".join(b"RCPT TO:<user%d@example.org>\r\n" % i for i in range(1001)),
+        "10,001 commands": b"NOOP\r\n" * 10001,
+        "1,000 overlong command lines": (b"NOOP " + b"x" * 5000 + b"\r\n") * 1000,
+        "AUTH line of 12 KB, x100": b"AUTH PLAIN " + b"A" * 12000 + b"\r\n" * 100,
+        "one 10 MB body line": mail + b"RCPT TO:<u@example.org>\r\nDATA\r\n" + b"y" * 10_000_000 + b"\r\n.\r\n",
+        "10 MB of empty body lines": mail + b"RCPT TO:<u@example.org>\r\nDATA\r\n" + b"\r\n" * 5_000_000 + b".\r\n",
+    }
+    print("bounds (peak RSS, VmHWM):")
+    for name, data in cases.items():
+        print(f"  {name:30} {peak_rss([str(BIN / 'smtpfront-qmail')], data, env) / 1024:5.1f} MB")
+
+
+SCENARIOS = {
+    "session": session_bench,
+    "tcp": tcp_bench,
+    "tls": tls_bench,
+    "rules": rules_bench,
+    "morercpthosts": morercpthosts_bench,
+    "bounds": bounds_bench,
+    "throughput": throughput_bench,
+}
+
+
+def main(argv: list[str]) -> None:
+    unknown = [name for name in argv if name not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario {unknown}; choose from {' '.join(SCENARIOS)}")
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        session_bench(tmp)
-        rules_bench(tmp)
-        morercpthosts_bench(tmp)
-        bounds_bench(tmp)
-        concurrency_bench(tmp)
-        tls_bench(tmp)
-        throughput_bench(tmp)
+        setup = Setup(Path(d))
+        try:
+            for name in argv or SCENARIOS:
+                SCENARIOS[name](setup)
+        finally:
+            setup.close()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -11,6 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# `make test` runs the property tests derandomized (the same examples every run: a red CI is the code's
+# fault, not the dice's); `make fuzz` runs them again and again with random seeds.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
 
 BIN = Path(sys.executable).parent
 C_QMAIL = "/usr/sbin/smtpfront-qmail"

@@ -70,3 +70,13 @@ def test_written_cdb_reads_back_with_tinycdb_and_ours(tmp_path_factory, records)
         if b"\0" not in key and not key.startswith(b"-"):  # an argument: no NUL, not an option
             assert subprocess.run([need("cdb"), "-q", str(path), key], capture_output=True).stdout == value
     assert ours.get(b"\xff" * 21) is None
+
+
+def test_every_record_of_a_key(tmp_path):
+    """A cdb file may hold several records under one key (the MAILRULES cache files one rule a record)."""
+    path = tmp_path / "multi.cdb"
+    lines = b"+1,3:a->one\n+1,1:b->x\n+1,3:a->two\n+1,5:a->three\n\n"
+    subprocess.run([need("cdb"), "-c", str(path)], input=lines, check=True)
+    db = CDB(str(path))
+    assert list(db.find_all(b"a", cdb_hash(b"a"))) == [b"one", b"two", b"three"]
+    assert db.get(b"a") == b"one" and list(db.find_all(b"c", cdb_hash(b"c"))) == []

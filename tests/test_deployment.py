@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import os
+import re
 import select
 import signal
 import socket
@@ -75,6 +76,35 @@ def test_wrong_password_refused(auth_env, tcpserver, queue):
     assert "wrong" not in server.log
 
 
+def msmtp(port: int, to: str, auth: str) -> subprocess.CompletedProcess:
+    """msmtp with `auth AUTH`: `on` (the best mechanism offered, over STARTTLS) or a mechanism (in clear)."""
+    tls_options = ["--tls=on", "--tls-starttls=on", "--tls-certcheck=off"] if auth == "on" else ["--tls=off"]
+    return subprocess.run(
+        [need("msmtp"), "--file=/dev/null", "--host=127.0.0.1", f"--port={port}", *tls_options,
+         f"--auth={auth}", "--user=demo", "--passwordeval", f"echo {PASSWORD}",
+         "--from=demo@example.org", "--domain=client.example", to],
+        input=f"From: demo@example.org\nTo: {to}\nSubject: msmtp\n\nhello\n", capture_output=True, text=True,
+        timeout=60)
+
+
+def test_cram_md5_with_cvm_pwfile_fails_and_the_log_says_what_to_unset(auth_env, certificate, tcpserver, queue,
+                                                                       cvm_socket):
+    """cvm-pwfile cannot check CRAM-MD5 (status 7): a client that chooses it gets 454 and does not fall back."""
+    offered = tcpserver({**auth_env, "CVM_SASL_CRAM_MD5": cvm_socket["module"]})
+    r = msmtp(offered.port, "someone@elsewhere.example", "cram-md5")
+    assert r.returncode != 0 and "454 4.7.0" in r.stderr, r.stderr
+    assert queue.messages() == []
+    line = f"smtpfront: AUTH CRAM-MD5: CRAM-MD5 is not supported by {cvm_socket['module']}: unset CVM_SASL_CRAM_MD5"
+    assert line in offered.log
+    # as the line says: without CVM_SASL_CRAM_MD5 the client takes what is offered (PLAIN: msmtp wants TLS for it)
+    plain = tcpserver({**auth_env, **certificate})
+    r = msmtp(plain.port, "someone@elsewhere.example", "on")
+    assert r.returncode == 0, r.stderr
+    assert "AUTH PLAIN username=demo" in plain.log and "CRAM-MD5" not in plain.log
+    [(envelope, _)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"
+
+
 def test_rcpthosts_delivery_without_auth(auth_env, tcpserver, queue):
     server = tcpserver(auth_env)
     r = swaks(server.port, "user@example.org", sender="stranger@far.example")
@@ -130,7 +160,7 @@ def test_too_small_softlimit_fails_clearly_and_accepts_nothing(auth_env, queue):
     r = subprocess.run([need("softlimit"), "-m", "3000000", str(BIN / "smtpfront-qmail")], input=session,
                        capture_output=True, env=auth_env, timeout=30)
     assert r.returncode != 0 and r.stdout == b""
-    assert r.stderr.strip()  # the loader or interpreter says why
+    assert r.stderr.strip() or r.returncode < 0  # the loader says why, or (Debian's python3.11) it dies of SIGSEGV
     assert queue.messages() == []
     r = subprocess.run([need("softlimit"), "-m", "64000000", str(BIN / "smtpfront-qmail")], input=session,
                        capture_output=True, env=auth_env, timeout=30)
@@ -162,6 +192,44 @@ def test_smtpfront_conf_refuses_to_overwrite(tmp_path):
     assert r.returncode == 1 and "exists" in r.stderr
 
 
+@pytest.mark.parametrize("program", ["smtpfront-conf", "smtpfront-launchers"])
+@pytest.mark.parametrize("option", ["--version", "-V"])
+def test_version(program, option):
+    from smtpfront import __version__
+
+    r = subprocess.run([str(BIN / program), option], capture_output=True, text=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"{program} {__version__}\n", "")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", __version__)
+
+
+@pytest.mark.parametrize("cvm", ["cvm-local:/run/cvm-pwfile.sock", "cvm-command:/usr/bin/cvm-unix"])
+def test_smtpfront_conf_never_offers_cram_md5(cvm, tmp_path):
+    """The stock CVMs cannot check CRAM-MD5; offering it breaks clients that choose it first."""
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "root", "root", str(tmp_path / "svc"), "--cvm", cvm],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "svc" / "env").iterdir() if p.name.startswith("CVM_")) == [
+        "CVM_SASL_PLAIN"]
+    assert "never CRAM-MD5" in subprocess.run([str(BIN / "smtpfront-conf"), "--help"], capture_output=True,
+                                              text=True).stdout
+
+
+def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, certificate):
+    """A key only root can read: tcpserver runs the program as the account, which then offers no STARTTLS."""
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    os.chmod(certificate["TLS_KEYFILE"], 0o600)  # its owner alone, as openssl wrote it
+    tls = ["--tls-cert", certificate["TLS_CERTFILE"], "--tls-key", certificate["TLS_KEYFILE"]]
+    readable = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "a"), *tls], capture_output=True,
+                              text=True)
+    assert readable.returncode == 0 and "cannot read" not in readable.stderr, readable.stderr
+    nobody = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", me, str(tmp_path / "b"), *tls],
+                            capture_output=True, text=True)
+    assert nobody.returncode == 0
+    assert f"nobody cannot read {certificate['TLS_KEYFILE']}: the service will offer no STARTTLS" in nobody.stderr
+    # the certificate is world-readable, but the directories on its way (pytest's 0700 tmp) are not
+    assert f"nobody cannot read {certificate['TLS_CERTFILE']}" in nobody.stderr
+
+
 def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str) -> Path:
     """A service directory from smtpfront-conf, for this test's paths, ports and stand-in queue."""
     account = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
@@ -175,6 +243,11 @@ def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str
     assert r.returncode == 0, r.stderr
     for name in ("QMAILQUEUE", "FAKEQ_DIR", "PATH"):
         (svc / "env" / name).write_text(auth_env[name] + "\n")
+    if os.geteuid() != 0:  # only root may set ids, even its own: the suite run by a user keeps the user's
+        for script, privileged, plain in ((svc / "run", "tcpserver -v -PR -U ", "tcpserver -v -PR "),
+                                          (svc / "log" / "run", f"setuidgid {account} ", ""),
+                                          (svc / "log" / "run", f"chpst -u {account} ", "")):
+            script.write_text(script.read_text().replace(privileged, plain))
     return svc
 
 
@@ -255,17 +328,35 @@ def test_systemd_units_verify(tmp_path):
     assert "Accept=yes" in (tmp_path / "smtpfront.socket").read_text()
 
 
+def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen, bytes]:
+    """run-demo in its own session, read until its banner is complete."""
+    # SIGINT as at a terminal, even when this suite runs in the background of a shell (which ignores it there)
+    demo = subprocess.Popen([str(EXAMPLES / "demo" / "run-demo")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    banner = b""
+    deadline = time.monotonic() + 60  # it may first install packages
+    while b"Queued messages appear" not in banner and time.monotonic() < deadline and demo.poll() is None:
+        if select.select([demo.stdout], [], [], 1)[0]:
+            banner += os.read(demo.stdout.fileno(), 4096)
+    return demo, banner
+
+
+def stop_demo(demo: subprocess.Popen, banner: bytes) -> str:
+    """Ctrl-C, as a person stops it; everything it printed."""
+    os.killpg(demo.pid, signal.SIGINT)
+    return (banner + demo.communicate(timeout=15)[0]).decode()
+
+
+def demo_env(tmp_path: Path, port: int, var: str = "var", password: str = "demo-pw-1") -> dict[str, str]:
+    return {**os.environ, "DEMO_PORT": str(port), "DEMO_VAR": str(tmp_path / var), "DEMO_PASSWORD": password}
+
+
 def test_make_run_demo_and_ctrl_c(tmp_path):
     port = free_port()
-    env = {**os.environ, "DEMO_PORT": str(port), "DEMO_VAR": str(tmp_path / "var"), "DEMO_PASSWORD": "demo-pw-1"}
-    demo = subprocess.Popen([str(EXAMPLES / "demo" / "run-demo")], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    banner = b""
+    env = demo_env(tmp_path, port)
+    demo, banner = start_demo(env)
     try:
-        deadline = time.monotonic() + 60  # it may first install packages
-        while b"Queued messages appear" not in banner and time.monotonic() < deadline:
-            if select.select([demo.stdout], [], [], 1)[0]:
-                banner += os.read(demo.stdout.fileno(), 4096)
         wait_for_port(port)
         sent = subprocess.run([str(EXAMPLES / "demo" / "send-demo")], env=env, capture_output=True, text=True,
                               timeout=60)
@@ -274,14 +365,50 @@ def test_make_run_demo_and_ctrl_c(tmp_path):
         assert b"with ESMTPA via TCP" in queued.read_bytes()
         assert "Subject: smtpfront demo" in sent.stdout
     finally:
-        os.killpg(demo.pid, signal.SIGINT)
-        out = (banner + demo.communicate(timeout=15)[0]).decode()
+        out = stop_demo(demo, banner)
     assert "password: demo-pw-1" in out and f"swaks --server 127.0.0.1:{port} --auth PLAIN" in out
     assert "printf '\\0demo\\0%s' 'demo-pw-1' | base64" in out
     assert "stopped cvm-pwfile and tcpserver." in out
+    assert f"man -M {TOP / '.venv' / 'share' / 'man'} smtpfront-qmail" in out
+    pages = re.search(r"Manual pages \((.*)\):", out).group(1).split()
+    assert "smtpfront-qmail" in pages and "smtpfront-conf" in pages
+    # cvm-pwfile's own lines go to var/cvm.log, not into the banner
+    cvm_log = (tmp_path / "var" / "cvm.log").read_text()
+    assert "+ demo@" in cvm_log and "+ demo@" not in out and "Starting." not in out
     time.sleep(0.2)
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_make_run_twice_refuses_the_second_and_leaves_the_first_alone(tmp_path):
+    port = free_port()
+    env = demo_env(tmp_path, port)
+    demo, banner = start_demo(env)
+    var = tmp_path / "var"
+    try:
+        wait_for_port(port)
+        files = ("passwd", "cvm.sock")
+        before = [((var / name).stat().st_ino, (var / name).stat().st_mtime_ns) for name in files]
+        # the same demo again (same var): refused by the lock, before anything is written
+        again = subprocess.run([str(EXAMPLES / "demo" / "run-demo")], env={**env, "DEMO_PASSWORD": "other-pw"},
+                               capture_output=True, text=True, timeout=60)
+        # another var on the same port: refused because the port is taken
+        other = subprocess.run([str(EXAMPLES / "demo" / "run-demo")], env=demo_env(tmp_path, port, "var2"),
+                               capture_output=True, text=True, timeout=60)
+        refusals = [(again, f"a demo is already running with {var}"), (other, f"127.0.0.1:{port} is already in use")]
+        for r, why in refusals:
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert why in r.stderr and "listening" not in r.stdout and "unable to bind" not in r.stderr
+        assert not (tmp_path / "var2" / "passwd").exists()
+        assert [((var / name).stat().st_ino, (var / name).stat().st_mtime_ns) for name in files] == before
+        assert (var / "demo-password").read_text() == "demo-pw-1\n"
+        # the first still authenticates its user
+        sent = subprocess.run([str(EXAMPLES / "demo" / "send-demo")], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert sent.returncode == 0 and "235 2.7.0" in sent.stdout, sent.stdout + sent.stderr
+    finally:
+        out = stop_demo(demo, banner)
+    assert out.count("smtpfront is listening") == 1
 
 
 def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
@@ -309,9 +436,13 @@ def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
 
 def test_install_packages_says_what_to_run_when_not_root():
     """make run on a machine where it may not install: a clear message, not a half-started demo."""
-    script = str(EXAMPLES / "demo" / "install-packages")
-    assert subprocess.run([script], capture_output=True).returncode == 0  # nothing missing: nothing done
-    r = subprocess.run([need("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups", script, "ucspi-tcp",
-                        "cvm"], capture_output=True, text=True)
+    script = EXAMPLES / "demo" / "install-packages"
+    assert subprocess.run([str(script)], capture_output=True).returncode == 0  # nothing missing: nothing done
+    # As root, become nobody first. The script is read on stdin, in /: the clone may sit in a directory
+    # nobody cannot enter (a 0700 home, mktemp -d).
+    nobody = [need("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    with open(script, "rb") as source:
+        r = subprocess.run([*nobody, "bash", "-s", "ucspi-tcp", "cvm"], stdin=source, cwd="/", capture_output=True,
+                           text=True)
     assert r.returncode == 1
     assert r.stderr.strip() == "missing: ucspi-tcp cvm -- run: sudo apt-get install ucspi-tcp cvm"

@@ -331,6 +331,17 @@ def test_launchers_start_without_site_and_ignore_python_variables(smtp, tmp_path
     assert fast.codes == [220, 250, 250, 250, 354, 250, 221]
 
 
+def test_launchers_into_a_directory_that_cannot_be_written(tmp_path):
+    import subprocess
+
+    from conftest import BIN
+
+    done = subprocess.run([str(BIN / "smtpfront-launchers"), str(tmp_path / "missing")], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr == f"smtpfront-launchers: cannot write into {tmp_path / 'missing'}: No such file or directory\n"
+
+
 def test_launchers_put_the_standard_library_first(tmp_path, base_env):
     """A module beside the package named like a standard one (select, ssl) is never loaded."""
     import sys

@@ -344,7 +344,8 @@ def test_engine_invariants(parts, data):
                 recipients = recipients or reply.ok
             elif isinstance(event, smtp.Data):
                 in_data = reply.code == 354
-            elif isinstance(event, (smtp.BodyEnd, smtp.Reset, smtp.Hello)):
+            elif isinstance(event, (smtp.BodyEnd, smtp.Reset)) or (isinstance(event, smtp.Hello) and reply.ok):
+                # RFC 5321 4.1.4: only an accepted HELO/EHLO resets; a refused one leaves the transaction
                 has_sender = recipients = in_data = False
     for line in e.data_to_send().split(b"\r\n")[:-1]:
         assert line[:3].isdigit() and line[3:4] in (b" ", b"-"), line

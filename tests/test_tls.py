@@ -7,10 +7,12 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import smtpfront
 from conftest import BIN, DEMO, LOGS, PASSWORD, credentials, need, run_program, swaks
 
 PLAIN = base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode()).decode()
@@ -26,10 +28,10 @@ def client_context(certificate: dict[str, str], **versions) -> ssl.SSLContext:
 class SocketChannel:
     """The program with one socket as fd 0 and fd 1, as under tcpserver."""
 
-    def __init__(self, env: dict[str, str], program: str = "smtpfront-qmail") -> None:
+    def __init__(self, env: dict[str, str], program: str | list[str]) -> None:
         self.sock, theirs = socket.socketpair()
-        self.proc = subprocess.Popen([str(BIN / program)], stdin=theirs, stdout=theirs, stderr=subprocess.PIPE,
-                                     env=env)
+        argv = [program] if isinstance(program, str) else program
+        self.proc = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=subprocess.PIPE, env=env)
         theirs.close()
         self.sock.settimeout(10)
         self.conn: socket.socket | ssl.SSLSocket = self.sock
@@ -53,8 +55,8 @@ class SocketChannel:
 class PipeChannel:
     """The program with two pipes as fd 0 and fd 1 (other UCSPI servers); TLS on memory BIOs."""
 
-    def __init__(self, env: dict[str, str], program: str = "smtpfront-qmail") -> None:
-        self.proc = subprocess.Popen([str(BIN / program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    def __init__(self, env: dict[str, str], program: str) -> None:
+        self.proc = subprocess.Popen([program], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
         self.tls: ssl.SSLObject | None = None
 
@@ -137,14 +139,35 @@ class Client:
         self.channel.start_tls(context)
 
 
+FALLBACK = """#!{python} -IS
+import sys
+sys.path.append({parent!r})
+from smtpfront import tls
+tls.use_native = False  # through `ssl`, as on a Python where using _ssl directly was not tested
+from smtpfront.programs import main
+main("smtpfront-qmail")
+"""
+
+
+@pytest.fixture(scope="module", params=["_ssl", "ssl"])
+def program(request, tmp_path_factory) -> str:
+    """smtpfront-qmail as installed (TLS from `_ssl` on the Pythons tls.NATIVE_VERSIONS names), and forced to `ssl`."""
+    if request.param == "_ssl":
+        return str(BIN / "smtpfront-qmail")
+    path = tmp_path_factory.mktemp("fallback") / "smtpfront-qmail-ssl"
+    path.write_text(FALLBACK.format(python=sys.executable, parent=str(Path(smtpfront.__file__).parent.parent)))
+    path.chmod(0o755)
+    return str(path)
+
+
 @pytest.fixture
 def tls_env(base_env, certificate, cvm_socket) -> dict[str, str]:
     return {**base_env, **certificate, "CVM_SASL_PLAIN": cvm_socket["module"]}
 
 
 @pytest.mark.parametrize("channel_type", [SocketChannel, PipeChannel])
-def test_starttls_resets_session_and_marks_received(channel_type, tls_env, certificate, queue):
-    channel = channel_type(tls_env)
+def test_starttls_resets_session_and_marks_received(channel_type, tls_env, certificate, queue, program):
+    channel = channel_type(tls_env, program)
     c = Client(channel)
     assert c.reply()[0].startswith("220 ")
     ehlo = c.command("EHLO client.example")
@@ -172,9 +195,9 @@ def test_starttls_resets_session_and_marks_received(channel_type, tls_env, certi
     assert "Traceback" not in log
 
 
-def test_pipelined_plaintext_after_starttls_is_discarded(tls_env, certificate, queue):
+def test_pipelined_plaintext_after_starttls_is_discarded(tls_env, certificate, queue, program):
     """CVE-2011-0411 class: the NOOP sent with STARTTLS in one write is never answered."""
-    channel = SocketChannel(tls_env)
+    channel = SocketChannel(tls_env, program)
     c = Client(channel)
     c.reply()
     c.command("EHLO client.example")
@@ -190,8 +213,8 @@ def test_pipelined_plaintext_after_starttls_is_discarded(tls_env, certificate, q
     assert code == 0 and queue.messages() == []
 
 
-def test_broken_tls_record_ends_session_quietly(tls_env, certificate, queue):
-    channel = SocketChannel(tls_env)
+def test_broken_tls_record_ends_session_quietly(tls_env, certificate, queue, program):
+    channel = SocketChannel(tls_env, program)
     c = Client(channel)
     c.reply()
     c.starttls(client_context(certificate))
@@ -206,8 +229,8 @@ def test_broken_tls_record_ends_session_quietly(tls_env, certificate, queue):
     assert queue.messages() == []
 
 
-def test_auth_requires_tls(tls_env, certificate):
-    channel = SocketChannel({**tls_env, "AUTH_REQUIRES_TLS": "1"})
+def test_auth_requires_tls(tls_env, certificate, program):
+    channel = SocketChannel({**tls_env, "AUTH_REQUIRES_TLS": "1"}, program)
     c = Client(channel)
     c.reply()
     ehlo = c.command("EHLO client.example")
@@ -224,8 +247,8 @@ def test_auth_requires_tls(tls_env, certificate):
 
 @pytest.mark.parametrize("channel_type, name", [(SocketChannel, "SMTPS"), (PipeChannel, "SMTPS"),
                                                 (SocketChannel, "TLS_IMMEDIATE")])  # mailfront 2.2x's name
-def test_smtps_handshake_before_greeting(channel_type, name, tls_env, certificate):
-    channel = channel_type({**tls_env, name: "1"})
+def test_smtps_handshake_before_greeting(channel_type, name, tls_env, certificate, program):
+    channel = channel_type({**tls_env, name: "1"}, program)
     channel.start_tls(client_context(certificate))
     c = Client(channel)
     assert c.reply()[0].startswith("220 ")
@@ -238,8 +261,8 @@ def test_smtps_handshake_before_greeting(channel_type, name, tls_env, certificat
     assert code == 0 and "TLS started: TLSv1.3" in log
 
 
-def test_min_version_refuses_older_client(tls_env, certificate):
-    channel = SocketChannel({**tls_env, "TLS_MIN_VERSION": "1.3"})
+def test_min_version_refuses_older_client(tls_env, certificate, program):
+    channel = SocketChannel({**tls_env, "TLS_MIN_VERSION": "1.3"}, program)
     c = Client(channel)
     c.reply()
     assert c.command("STARTTLS")[0].startswith("220")
@@ -265,10 +288,10 @@ def test_unreadable_certificate_means_no_starttls(tls_env, tmp_path):
     assert f"STARTTLS not offered: cannot read {tmp_path / 'missing.pem'}" in r.stderr
 
 
-def test_garbage_certificate_gives_454(tls_env, tmp_path):
+def test_garbage_certificate_gives_454(tls_env, tmp_path, program):
     bad = tmp_path / "bad.pem"
     bad.write_text("not a certificate\n")
-    r = run_program("smtpfront-qmail", b"EHLO x\r\nSTARTTLS\r\nNOOP\r\nQUIT\r\n",
+    r = run_program(program, b"EHLO x\r\nSTARTTLS\r\nNOOP\r\nQUIT\r\n",
                     {**tls_env, "TLS_CERTFILE": str(bad), "TLS_KEYFILE": str(bad)})
     assert "250-STARTTLS" in r.lines or "250 STARTTLS" in r.lines
     assert r.codes == [220, 250, 454, 250, 221]
@@ -283,8 +306,8 @@ def test_smtps_without_certificate_refuses_to_serve(name, tls_env):
 
 
 @pytest.mark.parametrize("after_starttls", [b"", b"\x16\x03\x01\x02\x00\x01", b"GET / HTTP/1.0\r\n\r\n"])
-def test_client_drops_or_talks_nonsense_during_handshake(after_starttls, tls_env, queue):
-    channel = SocketChannel(tls_env)
+def test_client_drops_or_talks_nonsense_during_handshake(after_starttls, tls_env, queue, program):
+    channel = SocketChannel(tls_env, program)
     c = Client(channel)
     c.reply()
     assert c.command("STARTTLS")[0].startswith("220")
@@ -300,8 +323,8 @@ def test_client_drops_or_talks_nonsense_during_handshake(after_starttls, tls_env
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
-def test_swaks_starttls_auth_under_tcpserver(mechanism, tls_env, tcpserver, queue):
-    server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"})
+def test_swaks_starttls_auth_under_tcpserver(mechanism, tls_env, tcpserver, queue, program):
+    server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"}, program)
     r = swaks(server.port, "y@elsewhere.example", "--tls", "--auth", mechanism, *credentials())
     assert r.returncode == 0, r.stdout + r.stderr
     assert "<-  220 2.0.0 Ready to start TLS" in r.stdout and "<~  250 2.6.0 Accepted" in r.stdout
@@ -310,23 +333,23 @@ def test_swaks_starttls_auth_under_tcpserver(mechanism, tls_env, tcpserver, queu
     assert b"with ESMTPSA via TCP (TLSv1.3 TLS_" in message
 
 
-def test_swaks_implicit_tls_under_tcpserver(tls_env, tcpserver, queue):
-    server = tcpserver({**tls_env, "SMTPS": "1"})
+def test_swaks_implicit_tls_under_tcpserver(tls_env, tcpserver, queue, program):
+    server = tcpserver({**tls_env, "SMTPS": "1"}, program)
     r = swaks(server.port, "y@elsewhere.example", "--tlsc", "--auth", "LOGIN", *credentials())
     assert r.returncode == 0, r.stdout + r.stderr
     [(envelope, message)] = queue.messages()
     assert b"with ESMTPSA via TCP (TLSv1.3 TLS_" in message
 
 
-def test_swaks_without_tls_cannot_auth_when_tls_required(tls_env, tcpserver, queue):
-    server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"})
+def test_swaks_without_tls_cannot_auth_when_tls_required(tls_env, tcpserver, queue, program):
+    server = tcpserver({**tls_env, "AUTH_REQUIRES_TLS": "1"}, program)
     r = swaks(server.port, "y@elsewhere.example", "--auth", "PLAIN", *credentials())
     assert r.returncode != 0
     assert queue.messages() == []
 
 
-def test_openssl_s_client_starttls(tls_env, certificate, tcpserver):
-    server = tcpserver(tls_env)
+def test_openssl_s_client_starttls(tls_env, certificate, tcpserver, program):
+    server = tcpserver(tls_env, program)
     r = subprocess.run(
         [need("openssl"), "s_client", "-connect", f"127.0.0.1:{server.port}", "-starttls", "smtp",
          "-CAfile", certificate["TLS_CERTFILE"], "-verify_return_error", "-servername", "localhost", "-quiet"],
@@ -348,3 +371,38 @@ def test_tls_module_not_imported_without_tls(base_env, tmp_path):
     imported = {line.split("|")[-1].strip() for line in r.stderr.decode().splitlines() if "|" in line}
     assert "smtpfront.programs" in imported
     assert "ssl" not in imported and "_ssl" not in imported
+
+
+# -- which TLS library: `_ssl` directly, or `ssl` ----------------------------
+
+
+def test_tls_from_ssl_directly_or_through_the_ssl_module(tls_env, certificate, program):
+    """The installed program builds TLS from `_ssl` without importing `ssl` (where tested); the fallback uses `ssl`."""
+    from smtpfront import tls
+
+    native = program == str(BIN / "smtpfront-qmail") and tls.library_name() == "_ssl"
+    channel = SocketChannel({**tls_env, "SMTPS": "1"}, [sys.executable, "-I", "-S", "-X", "importtime", program])
+    channel.start_tls(client_context(certificate))
+    c = Client(channel)
+    assert c.reply()[0].startswith("220 ")
+    assert c.command(f"AUTH PLAIN {PLAIN}")[0].startswith("235")
+    assert c.command("QUIT")[0].startswith("221")
+    code, log = channel.finish()
+    imported = {line.split("|")[-1].strip() for line in log.splitlines() if line.startswith("import time:")}
+    assert code == 0 and "TLS started: TLSv1.3 TLS_" in log
+    assert "smtpfront.tls" in imported and "_ssl" in imported
+    assert ("ssl" in imported) is not native
+    assert ("enum" in imported) is not native
+
+
+def test_library_guard(monkeypatch):
+    from smtpfront import tls
+
+    # the CPython versions on which the suite has run both ways (docs/performance.md)
+    tested = sys.implementation.name == "cpython" and sys.version_info[:2] in ((3, 11), (3, 12), (3, 13))
+    assert tls.library_name() == ("_ssl" if tested else "ssl")
+    monkeypatch.setattr(tls, "NATIVE_VERSIONS", ())  # a newer Python than the ones tested
+    assert tls.library_name() == "ssl"
+    monkeypatch.undo()
+    monkeypatch.setattr(tls, "NATIVE_PARTS", (*tls.NATIVE_PARTS, "_no_such_part"))  # _ssl changed
+    assert tls.library_name() == "ssl"

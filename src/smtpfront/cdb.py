@@ -9,6 +9,7 @@ onwards; an empty slot (position 0) ends the search.
 from __future__ import annotations
 
 import posix
+import sys
 
 
 def _pair(data: bytes) -> tuple[int, int]:
@@ -34,6 +35,7 @@ class CDB:
     def __init__(self, path: str) -> None:
         self.path = path
         self.fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+        self._tables = None  # the header's 512 words, read on the first lookup
 
     def close(self) -> None:
         posix.close(self.fd)
@@ -45,21 +47,37 @@ class CDB:
         return data
 
     def get(self, key: bytes) -> bytes | None:
-        h = cdb_hash(key)
-        table_pos, slots = _pair(self._read((h & 255) * 8, 8))
+        return self.find(key, cdb_hash(key))
+
+    def find(self, key: bytes, h: int) -> bytes | None:
+        """get() for a caller that has the key's hash already (it can hash many keys sharing a prefix cheaply)."""
+        for data in self.find_all(key, h):
+            return data
+        return None
+
+    def find_all(self, key: bytes, h: int):
+        """The value of every record with this key (a cdb file may hold several), in the order they were written."""
+        tables = self._tables
+        if tables is None:
+            header = self._read(0, 2048)
+            if sys.byteorder == "little":
+                tables = memoryview(header).cast("I")  # no copy, no loop: a session may open several cdb files
+            else:
+                tables = [int.from_bytes(header[i : i + 4], "little") for i in range(0, 2048, 4)]
+            self._tables = tables
+        table_pos, slots = tables[(h & 255) * 2], tables[(h & 255) * 2 + 1]
         if not slots:
-            return None
+            return
         slot = (h >> 8) % slots
         for _ in range(slots):
             slot_hash, record = _pair(self._read(table_pos + slot * 8, 8))
             if not record:
-                return None
+                return
             if slot_hash == h:
                 klen, dlen = _pair(self._read(record, 8))
                 if klen == len(key) and self._read(record + 8, klen) == key:
-                    return self._read(record + 8 + klen, dlen)
+                    yield self._read(record + 8 + klen, dlen)
             slot = (slot + 1) % slots
-        return None
 
     def __contains__(self, key: bytes) -> bool:
         return self.get(key) is not None

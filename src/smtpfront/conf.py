@@ -6,6 +6,12 @@ DIR gets `run` (envdir, envuidgid, softlimit, tcpserver), `log/run` (multilog
 or svlogd), `env/` (one file per variable), `tcp` (tcprules source: relay for
 localhost) with a Makefile compiling it to `tcp.cdb`.  Point svscan (or
 runsvdir) at DIR with a symlink to start it.
+
+AUTH is offered with PLAIN and LOGIN only: env/ never gets CVM_SASL_CRAM_MD5, since the
+stock CVMs (cvm-pwfile, cvm-unix) cannot check CRAM-MD5 and clients that choose it
+(Postfix; msmtp with `auth cram-md5`) would fail with 454 and not fall back.  A
+certificate or key the service account cannot read is warned about: the service would
+offer no STARTTLS (and, with AUTH_REQUIRES_TLS, no AUTH).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from . import __version__
 
 # The measured smallest `softlimit -m` for a full AUTH session with a 10 MB
 # message is 16 MB (23 MB with TLS); see docs/performance.md.
@@ -82,6 +90,26 @@ def environment(a: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def readable_by(path: Path, account: str) -> bool | None:
+    """Whether ACCOUNT, with its uid and primary group only (as envuidgid and chpst -U set them), can
+    read PATH, directories on the way included; None when the account or the file does not exist."""
+    import pwd
+
+    try:
+        user = pwd.getpwnam(account)
+        path = path.absolute()
+        stats = [(parent.stat(), 0o1) for parent in reversed(path.parents)] + [(path.stat(), 0o4)]
+    except (KeyError, OSError):
+        return None
+    if user.pw_uid == 0:
+        return True
+    for st, bit in stats:
+        shift = 6 if st.st_uid == user.pw_uid else 3 if st.st_gid == user.pw_gid else 0
+        if not st.st_mode >> shift & bit:
+            return False
+    return True
+
+
 def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.write_text(text)
     path.chmod(mode)
@@ -98,7 +126,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("qmail", "queuedir", "echo"), default="qmail")
     p.add_argument("--bin", default=str(Path(sys.argv[0]).resolve().parent),
                    help="directory holding the smtpfront programs (default: this one's)")
-    p.add_argument("--cvm", default="cvm-local:/run/cvm-pwfile.sock", help="CVM for AUTH PLAIN and LOGIN")
+    p.add_argument("--cvm", default="cvm-local:/run/cvm-pwfile.sock",
+                   help="CVM for AUTH PLAIN and LOGIN (never CRAM-MD5: cvm-pwfile and cvm-unix cannot check it)")
     p.add_argument("--concurrency", type=int, default=40)
     p.add_argument("--memory", type=int, default=MEMORY, help="softlimit -m, bytes")
     p.add_argument("--databytes", type=int, default=26_214_400)
@@ -106,10 +135,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--patterns")
     p.add_argument("--qmail-home")
     p.add_argument("--queuedir")
-    p.add_argument("--tls-cert")
-    p.add_argument("--tls-key")
+    p.add_argument("--tls-cert", help="PEM certificate (chain); ACCOUNT must be able to read it")
+    p.add_argument("--tls-key", help="PEM key; ACCOUNT must be able to read it (e.g. root:GROUP, mode 640)")
     p.add_argument("--smtps", action="store_true", help="implicit TLS (port 465)")
     p.add_argument("--runit", action="store_true", help="write chpst/svlogd scripts for runit")
+    p.add_argument("-V", "--version", action="version", version=f"smtpfront-conf {__version__}")
     return p
 
 
@@ -146,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("smtpfront-conf: tcprules not found; run make in the directory once ucspi-tcp is installed",
               file=sys.stderr)
+    for path in sorted({a.tls_cert, a.tls_key} - {None}):
+        if readable_by(Path(path), a.account) is False:
+            print(f"smtpfront-conf: warning: {a.account} cannot read {path}: the service will offer no STARTTLS"
+                  " (and, with AUTH_REQUIRES_TLS, no AUTH) until it can", file=sys.stderr)
     return 0
 
 

@@ -40,11 +40,21 @@ def write_launchers(directory: Path, python: str, package_parent: str) -> list[P
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-V"]):
+        from . import __version__
+
+        print(f"smtpfront-launchers {__version__}")
+        return 0
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: smtpfront-launchers DIR", file=sys.stderr)
+        print("usage: smtpfront-launchers DIR (or --version)", file=sys.stderr)
         return 2
     package_parent = str(Path(__file__).resolve().parent.parent)
-    for path in write_launchers(Path(args[0]), sys.executable, package_parent):
+    try:
+        written = write_launchers(Path(args[0]), sys.executable, package_parent)
+    except OSError as e:
+        print(f"smtpfront-launchers: cannot write into {args[0]}: {e.strerror}", file=sys.stderr)
+        return 1
+    for path in written:
         print(path)
     return 0
 

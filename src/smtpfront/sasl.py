@@ -214,7 +214,10 @@ class Authenticator:
             return SUCCEEDED
         self.log(f"SASL AUTH {self.mechanism} failed")
         if result.status == cvm.TEMPORARY:
-            self.log.note(f"AUTH {self.mechanism}: CVM failure: {result.why}")
+            if self.mechanism == "CRAM-MD5" and result.why == "status 7":  # "unsupported": cvm-pwfile, cvm-unix
+                self.log.note(f"AUTH CRAM-MD5: CRAM-MD5 is not supported by {module}: unset CVM_SASL_CRAM_MD5")
+            else:
+                self.log.note(f"AUTH {self.mechanism}: CVM failure: {result.why}")
             return TEMPORARY
         return self._failed(session, login, BAD_CREDENTIALS)
 

@@ -78,6 +78,7 @@ TOO_MANY_COMMANDS = Reply(421, "4.7.0 Too many commands; closing connection.")
 MAX_COMMAND_LINE = 1000  # RFC 5321 asks for 512; leave room for ESMTP parameters
 MAX_AUTH_LINE = 12288  # RFC 4954 section 4
 DATA_HOLD = 65536  # a body line longer than this is passed on in pieces
+SAMPLE, SHORT_LINE = 4096, 24  # crlf_to_lf: lines shorter than this on average are "very short"
 MAX_RECIPIENTS = 1000  # per message, whatever MAXRCPTS says; RFC 5321 asks for at least 100
 MAX_COMMANDS = 10000  # per session; a legitimate session sends a few per message
 
@@ -270,10 +271,29 @@ def _bad_size(params: tuple[str, ...]) -> Reply | None:
     return None
 
 
+def crlf_to_lf(chunk: bytes) -> bytes | None:
+    """`chunk` with every CRLF made LF; None when it holds a bare CR or LF.
+
+    Two ways to the same bytes, whichever is cheaper for the line length a
+    sample shows.  Lines of usual length: split at the CRLFs (one scan); a CR
+    or LF left in the pieces is bare; the pieces joined with LF are the block.
+    Very short lines make that a Python object a line, so instead: drop every
+    CR, and check by counting that each was followed by an LF and that no
+    other LF was there.
+    """
+    if chunk.count(b"\n", 0, SAMPLE) * SHORT_LINE < min(len(chunk), SAMPLE):
+        lines = chunk.split(b"\r\n")
+        rest = b"".join(lines)
+        return None if b"\r" in rest or b"\n" in rest else b"\n".join(lines)
+    block = chunk.translate(None, b"\r")
+    crs = len(chunk) - len(block)
+    return block if chunk.count(b"\r\n") == crs == block.count(b"\n") else None
+
+
 class Engine:
     """One SMTP session's protocol state.  See the module docstring."""
 
-    def __init__(self, max_notimpl: int = 0) -> None:
+    def __init__(self, max_notimpl: int = 0, normalize_bare_eol: bool = False) -> None:
         self._buf = bytearray()
         self._eof = False
         self._out: list[bytes] = []
@@ -296,6 +316,8 @@ class Engine:
         self._may_end = True  # ... and a dot line there would end the message
         self._lf_body = False  # a bare-LF client may end with LF.LF
         self._bare_eol = False
+        # DATA_BARE_EOL=normalize: a bare CR or LF in the body is a line end like CRLF
+        self.normalize_bare_eol = normalize_bare_eol
 
     # -- input and output ------------------------------------------------
 
@@ -568,33 +590,64 @@ class Engine:
                 return self._end_body()
             if b".\r\n".startswith(buf):
                 return self._need_body()  # can't tell yet whether this is the final dot
-        if self._lf_body:
-            found = [i for i in (buf.find(b"\n.\n"), buf.find(b"\n.\r\n")) if i >= 0]
-            cut = min(found) + 1 if found else 0
-        else:
-            cut = buf.find(b"\r\n.\r\n") + 2
-            if cut < 2:
-                cut = 0
-        if not cut:
-            cut = buf.rfind(b"\n") + 1  # whole lines only
+        cut, dotted = self._find_end(buf, buf.rfind(b"\n") + 1)
         if not cut:
             if len(buf) <= DATA_HOLD:
                 return self._need_body()
             cut = len(buf) - (buf[-1] == 13)  # a long line goes in pieces; never split a CRLF
+            dotted = False
         chunk = bytes(buf[:cut])
         del buf[:cut]
-        block = self._unstuff(chunk)
+        block = self._unstuff(chunk, dotted)
+        # a piece of a long line ends in CR only when another CR follows: the next piece starts
+        # with that CR, never with a dot, so a bare CR there (a line end with normalize) needs nothing
         self._line_start = chunk.endswith(b"\n")
-        self._may_end = chunk.endswith(b"\r\n") or (self._lf_body and self._line_start)
+        self._may_end = chunk.endswith(b"\r\n") or (self._lf_body and chunk.endswith(b"\n"))
         return Body(block)
 
-    def _unstuff(self, chunk: bytes) -> bytes:
-        crlfs = chunk.count(b"\r\n")
-        if not self._lf_body and (chunk.count(b"\n") != crlfs or chunk.count(b"\r") != crlfs):
-            self._bare_eol = True
+    def _find_end(self, buf: bytearray, last: int) -> tuple[int, bool]:
+        """Where the next block ends, and whether a line inside it starts with a dot.
+
+        The block ends after the line before the final dot when there is one,
+        else after the last whole line (`last`; 0: none).  One scan for the
+        first line that starts with a dot answers both for most blocks: a
+        message seldom has such lines, and the final dot is one of them.  A
+        block with no dot at all (base64, say) needs only a memchr.
+        """
+        first = buf.find(b".", 0, last)
+        if first < 0:
+            return last, False
+        if self._lf_body:
+            dot = buf.find(b"\n.", max(first - 1, 0), last)
+            if dot < 0:
+                return last, False
+            ends = [i for i in (buf.find(b"\n.\n", dot, last), buf.find(b"\n.\r\n", dot, last)) if i >= 0]
+            return (min(ends) + 1, True) if ends else (last, True)
+        dot = buf.find(b"\r\n.", max(first - 2, 0), last)
+        if dot < 0:
+            return last, False
+        end = buf.find(b"\r\n.\r\n", dot, last)
+        return (end + 2, dot < end) if end >= 0 else (last, True)
+
+    def _unstuff(self, chunk: bytes, dotted: bool) -> bytes:
+        """The block as it is stored: LF line ends, dot-unstuffed; notes a bare CR or LF.
+
+        `dotted` is false when no line but the first can start with a dot.
+        Bare line ends (and an LF client's block) take the general path: CRLF
+        -> LF, with DATA_BARE_EOL=normalize bare CR -> LF too, then the dot
+        that starts a line after any LF is removed.
+        """
         if self._line_start and chunk.startswith(b"."):
             chunk = chunk[1:]
-        return chunk.replace(b"\r\n", b"\n").replace(b"\n.", b"\n")
+        if not self._lf_body:
+            block = crlf_to_lf(chunk)
+            if block is not None:
+                return block.replace(b"\n.", b"\n") if dotted else block
+            self._bare_eol = True
+        block = chunk.replace(b"\r\n", b"\n")
+        if self.normalize_bare_eol:
+            block = block.replace(b"\r", b"\n")
+        return block.replace(b"\n.", b"\n")
 
     def _end_body(self) -> Event:
         self.mode = COMMAND

@@ -2,42 +2,87 @@
 
 tcpserver gives one socket as fd 0 and fd 1; other servers give two pipes.
 `ssl.SSLSocket` needs a socket, so the TLS state machine runs on memory BIOs
-(`ssl.MemoryBIO`) and the ciphertext moves through the plain `Transport`.
-This module, and so `ssl`, is imported only when TLS is actually used.
+and the ciphertext moves through the plain `Transport`.  This module is
+imported only when TLS is actually used.
+
+Importing `ssl` costs about 12 ms (it pulls in enum, socket, selectors,
+base64 and re): more than the handshake and the rest of the session together.
+The TLS machinery is the C module `_ssl` (about 3 ms, most of it loading
+OpenSSL), and for a server on memory BIOs `ssl` adds nothing but enum
+wrappers: `ssl.SSLContext` is a subclass of `_ssl._SSLContext` whose
+constructor sets every default in C, `ssl.MemoryBIO` *is* `_ssl.MemoryBIO`,
+the exceptions are `_ssl`'s, and `SSLContext.wrap_bio` ends in
+`_SSLContext._wrap_bio`.  So on the CPython versions this was tested with
+(`NATIVE_VERSIONS`) the context is built from `_ssl` directly; on any other
+Python, or if `_ssl` lacks a part, from `ssl`, whose objects behave the same
+here.  docs/performance.md gives the figures.
 """
 
 from __future__ import annotations
 
-import ssl
+import sys
 import time
 
-VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+NATIVE_VERSIONS = ((3, 11), (3, 12), (3, 13))  # tested with _ssl directly: tests/test_tls.py
+NATIVE_PARTS = ("_SSLContext", "MemoryBIO", "PROTOCOL_TLS_SERVER", "OP_NO_COMPRESSION", "OP_CIPHER_SERVER_PREFERENCE",
+                "SSLError", "SSLWantReadError", "SSLZeroReturnError", "SSLEOFError")
+VERSIONS = {"1.2": 0x0303, "1.3": 0x0304}  # the protocol versions' numbers on the wire, as TLSVersion has them
 READ_SIZE = 1 << 16
+use_native = True  # False: always through `ssl` (the tests run both ways)
+
+
+def _library():
+    """`_ssl` where using it directly was tested, else `ssl`; both give the same classes and constants."""
+    if use_native and sys.implementation.name == "cpython" and sys.version_info[:2] in NATIVE_VERSIONS:
+        try:
+            import _ssl
+        except ImportError:
+            pass
+        else:
+            if all(hasattr(_ssl, name) for name in NATIVE_PARTS) and hasattr(_ssl._SSLContext, "_wrap_bio"):
+                return _ssl
+    import ssl
+
+    return ssl
+
+
+def library_name() -> str:
+    """'_ssl' or 'ssl': which one this process builds its TLS from."""
+    return _library().__name__
 
 
 class TLSError(ConnectionError):
     """The handshake or the TLS stream failed; the session cannot go on."""
 
 
-def server_context(certfile: str, keyfile: str | None, ciphers: str | None, min_version: str) -> ssl.SSLContext:
-    """A server context; raises OSError or ssl.SSLError for unusable files or ciphers."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def server_context(certfile: str, keyfile: str | None, ciphers: str | None, min_version: str):
+    """A server context; raises OSError (ssl.SSLError is one) or ValueError for unusable files or ciphers."""
+    lib = _library()
+    context = getattr(lib, "SSLContext", lib._SSLContext)(lib.PROTOCOL_TLS_SERVER)  # ssl's subclass, or the C class
     context.minimum_version = VERSIONS[min_version]
-    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.options |= lib.OP_NO_COMPRESSION | lib.OP_CIPHER_SERVER_PREFERENCE
     if ciphers:
         context.set_ciphers(ciphers)
     context.load_cert_chain(certfile, keyfile)
     return context
 
 
+def server_side(context, incoming, outgoing):
+    """The server end of a TLS connection over two memory BIOs (`ssl.SSLObject` or its `_ssl` core)."""
+    if hasattr(context, "wrap_bio"):
+        return context.wrap_bio(incoming, outgoing, server_side=True)
+    return context._wrap_bio(incoming, outgoing, server_side=True)
+
+
 class TLSTransport:
     """The `Transport` interface (read/write/byte counts) with TLS in between."""
 
-    def __init__(self, raw, context: ssl.SSLContext) -> None:
+    def __init__(self, raw, context) -> None:
+        lib = self._lib = _library()
         self.raw = raw
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._incoming = lib.MemoryBIO()
+        self._outgoing = lib.MemoryBIO()
+        self._tls = server_side(context, self._incoming, self._outgoing)
 
     @property
     def bytes_in(self) -> int:
@@ -53,12 +98,13 @@ class TLSTransport:
 
     def handshake(self, timeout: float) -> None:
         """Complete the server handshake within `timeout` seconds, or raise TLSError."""
+        lib = self._lib
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self._tls.do_handshake()
                 break
-            except ssl.SSLWantReadError:
+            except lib.SSLWantReadError:
                 if not self._flush():
                     raise TLSError("client went away during the TLS handshake") from None
                 data = self.raw.read(max(0.0, deadline - time.monotonic()))
@@ -67,7 +113,7 @@ class TLSTransport:
                 if not data:
                     raise TLSError("client closed the connection during the TLS handshake") from None
                 self._incoming.write(data)
-            except ssl.SSLError as e:
+            except lib.SSLError as e:
                 self._flush()  # the alert, if any, tells the client why
                 raise TLSError(f"TLS handshake failed: {e.reason or e}") from None
         if not self._flush():
@@ -75,15 +121,16 @@ class TLSTransport:
 
     def read(self, timeout: float) -> bytes | None:
         """Decrypted client bytes, b'' at the end, None when nothing came within `timeout`."""
+        lib = self._lib
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return self._tls.read(READ_SIZE)
-            except ssl.SSLWantReadError:
+            except lib.SSLWantReadError:
                 pass
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            except (lib.SSLZeroReturnError, lib.SSLEOFError):
                 return b""
-            except ssl.SSLError as e:
+            except lib.SSLError as e:
                 raise TLSError(f"TLS error: {e.reason or e}") from None
             if not self._flush():
                 return b""
@@ -99,7 +146,7 @@ class TLSTransport:
         if data:
             try:
                 self._tls.write(data)
-            except ssl.SSLError:
+            except self._lib.SSLError:
                 return False
         return self._flush()
 

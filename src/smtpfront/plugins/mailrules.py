@@ -13,8 +13,6 @@ from __future__ import annotations
 from ..smtp import Reply
 from . import CONTROL_UNREADABLE, FinalReply, Plugin
 
-RULES_UNREADABLE = Reply(421, "4.3.0 Could not open $MAILRULES file")
-
 
 class MailRules(Plugin):
     rules = None  # None: $MAILRULES is not set, and this plugin does nothing
@@ -25,11 +23,12 @@ class MailRules(Plugin):
             return None
         from .. import mailrules
 
+        settings = session.settings
         try:
-            self.rules = mailrules.load(path, session.settings.mailrules_cache)
+            self.rules = mailrules.load(path, settings.mailrules_cache, session.log.note, settings.tmpdir)
         except mailrules.RulesError as e:
             session.log.note(f"MAILRULES {e}")
-            return RULES_UNREADABLE
+            return Reply(421, e.reply)  # mailfront's words for what it refuses
         self.module = mailrules
         self.sender_address = ""
         return None
@@ -53,7 +52,7 @@ class MailRules(Plugin):
                     continue
                 if rule.kind == m.PASS:
                     return None
-                if rule.kind == "K":
+                if rule.kind == m.FINAL:
                     return FinalReply(*rule.response)
                 return Reply(*rule.response)
         except OSError as e:

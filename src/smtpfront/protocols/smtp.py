@@ -43,8 +43,8 @@ class TLSConfigError(Exception):
 def tls_offer(settings, log):
     """A callable giving the server's ssl context, or None when TLS can't be offered.
 
-    The files are checked here, cheaply; `ssl` itself is imported only when a
-    client asks for TLS (or at once for SMTPS).  Raises TLSConfigError.
+    The files are checked here, cheaply; the TLS library (`_ssl`, see tls.py) is
+    imported only when a client asks for TLS (or at once for SMTPS).  Raises TLSConfigError.
     """
     if not settings.tls_certfile:
         if settings.smtps:
@@ -242,7 +242,7 @@ def serve(pipeline, transport, log, clock) -> int:
         log(f"{CONFIG_ERROR.code} {CONFIG_ERROR.text}")
         refuse(transport, CONFIG_ERROR)
         return 1
-    engine = smtp.Engine(max_notimpl=settings.max_notimpl)
+    engine = smtp.Engine(max_notimpl=settings.max_notimpl, normalize_bare_eol=settings.bare_eol == "normalize")
     handler = SMTP(pipeline, engine, log, tls)
     handler.transport = transport
     if settings.smtps:  # implicit TLS (RFC 8314): the handshake comes before the greeting
