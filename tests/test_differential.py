@@ -427,6 +427,27 @@ add("rules text lists", RULES, LIST_SENDERS, {"RULES": "k[[@@TMP@/domains]]:*:do
 add("rules cdb lists", RULES, LIST_SENDERS, {"RULES": "k[[@@TMP@/domains.cdb]]:*:domain\n"
                                                       "k[[@TMP@/addresses.cdb]]:*:address\nd*:*\n"},
     files={**LISTS, "addresses.cdb": Cdb({"a@q.example": ""})})
+add("rules env without =", f"{RULES} accept", b"MAIL FROM:<a@x.example>\r\nRCPT TO:<y@x.example>\r\n",
+    {"RULES": "k*:fwd@example.org::::-ext\nk*:*::::-ext:NOEQUALS,A=1\n"})
+add("rules bad databytes", RULES, b"MAIL FROM:<a@x.example>\r\n", {"RULES": "k*:*::12x\n"})
+add("rules bad selector", RULES, b"MAIL FROM:<a@x.example>\r\n", {"RULES": ":xyz\n"})
+add("rules short selectors", RULES, b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\n",
+    {"RULES": ":s\nk*:*:s ok\n:rcpt\nd*:*:r no\n"})
+add("rules other first characters", RULES, b"MAIL FROM:<a@x.example>\r\n",
+    {"RULES": "# comment\nx*:*:never\nK*@y.example:*\n  k*@x.example:*:stripped  \n\t\n"})
+add("rules missing fields", RULES, b"MAIL FROM:<a@x.example>\r\nMAIL FROM:<a@y.example>\r\n",
+    {"RULES": "k*@x.example\nd*\n"})
+add("rules cdb address lists", RULES, LIST_SENDERS, {"RULES": "k[[@@TMP@/domains.cdb]]:*:domain\n"
+                                                      "k[[@TMP@/addresses.cdb]]:*:address\nd*:*\n"}, files=LISTS)
+add("rules missing text list", RULES, b"MAIL FROM:<a@x.example>\r\n", {"RULES": "k[[@@TMP@/nonexistent]]:*\n"})
+add("rules missing cdb list", RULES, b"MAIL FROM:<a@x.example>\r\n",
+    {"RULES": "k[[@@TMP@/nonexistent.cdb]]:*:matched\nd*:*:not matched\n"},
+    replies="a missing .cdb matches nothing (mailfront: everything)", log="the replies")
+add("rules glob", RULES, b"".join(b"MAIL FROM:<%s>\r\n" % a for a in (b"abc@x.example", b"a.c@x.example",
+                                                                     b"ab@x.example", b"a]@x.example")),
+    {"RULES": "ka?c@x.example:*:q\nka[]b]@x.example:*:set\nka[!b]*:*:neg\nd*:*\n"})
+add("rules too many fields", f"{ECHO} counters mailrules accept", ENV + b"DATA\r\n" + FILL * 5 + b".\r\n",
+    {"RULES": "n*:*:::::DATABYTES=100\n"})
 add("rules recipient lists", RULES, b"MAIL FROM:<a@b.example>\r\nRCPT TO:<a@x.example>\r\nRCPT TO:<a@v.example>\r\n",
     {"RULES": ":recipient\nk*:[[@@TMP@/domains]]:listed\nd*:*:unlisted\n"}, files=LISTS)
 add("rules empty sender", RULES, b"MAIL FROM:<>\r\nRCPT TO:<a@x.example>\r\n",
