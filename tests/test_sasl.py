@@ -26,7 +26,7 @@ OUT_OF_HOSTS = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@elsewhere.example>\r\n"
 
 
 def test_decode():
-    assert decode("=") == b""
+    assert decode("=") is None  # as cvm's SASL library reads it: no mechanism here takes an empty response
     assert decode("dGVzdA==") == b"test"
     assert decode("!!!!") is None and decode("abc") is None and decode("") is None
 
@@ -206,7 +206,8 @@ def test_cram_md5(smtp, tmp_path, base_env):
     env = {"CVM_SASL_CRAM_MD5": f"cvm-command:{script}"}
     r = smtp(b"EHLO x\r\nAUTH CRAM-MD5\r\n", **env)
     assert "250-AUTH CRAM-MD5" in r.lines
-    challenge = base64.b64decode(r.lines[-1][4:])
+    assert r.lines[-1] == "535 End of file reached."  # the input ended inside the exchange, as cvm's library says
+    challenge = base64.b64decode(r.lines[-2][4:])
     assert challenge.startswith(b"<") and challenge.endswith(b"@mx.example>")
 
     # a real exchange needs the challenge before answering: drive the program interactively

@@ -245,9 +245,10 @@ def test_auth_requires_tls(tls_env, certificate, program):
     assert code == 0
 
 
-@pytest.mark.parametrize("channel_type", [SocketChannel, PipeChannel])
-def test_smtps_handshake_before_greeting(channel_type, tls_env, certificate, program):
-    channel = channel_type({**tls_env, "SMTPS": "1"}, program)
+@pytest.mark.parametrize("channel_type, name", [(SocketChannel, "SMTPS"), (PipeChannel, "SMTPS"),
+                                                (SocketChannel, "TLS_IMMEDIATE")])  # mailfront 2.2x's name
+def test_smtps_handshake_before_greeting(channel_type, name, tls_env, certificate, program):
+    channel = channel_type({**tls_env, name: "1"}, program)
     channel.start_tls(client_context(certificate))
     c = Client(channel)
     assert c.reply()[0].startswith("220 ")
@@ -297,9 +298,10 @@ def test_garbage_certificate_gives_454(tls_env, tmp_path, program):
     assert "TLS not available" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_smtps_without_certificate_refuses_to_serve(tls_env):
+@pytest.mark.parametrize("name", ["SMTPS", "TLS_IMMEDIATE"])
+def test_smtps_without_certificate_refuses_to_serve(name, tls_env):
     env = {k: v for k, v in tls_env.items() if not k.startswith("TLS_")}
-    r = run_program("smtpfront-qmail", b"", {**env, "SMTPS": "1"})
+    r = run_program("smtpfront-qmail", b"", {**env, name: "1"})
     assert r.returncode == 1 and "SMTPS" in r.stderr and r.codes == [421]
 
 

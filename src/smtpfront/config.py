@@ -49,6 +49,18 @@ def _seconds(env: dict[str, str], name: str, default: float) -> float:
     return float(value) or default
 
 
+def _auth_max_failures(env: dict[str, str]) -> int:
+    """$AUTH_MAX_FAILURES and mailfront 2.2x's $MAXAUTHFAIL: the stricter when both are set (0: no limit).
+
+    Unset, both are 3.
+    """
+    limits = [_count(env, name, -1) for name in ("AUTH_MAX_FAILURES", "MAXAUTHFAIL")]
+    limits = [n for n in limits if n >= 0]
+    if not limits:
+        return 3
+    return min((n for n in limits if n), default=0)
+
+
 class Settings:
     """Everything the programs take from the environment, read once."""
 
@@ -66,6 +78,8 @@ class Settings:
         "relayclient",
         "timeout",
         "session_timeout",
+        "auth_timeout",
+        "auth_session_timeout",
         "max_notimpl",
         "databytes",
         "max_msgs",
@@ -167,6 +181,8 @@ class Settings:
         bare_eol = (env.get("DATA_BARE_EOL") or "reject").lower()
         if bare_eol not in ("reject", "normalize"):
             raise ConfigError(f"$DATA_BARE_EOL must be reject or normalize: {bare_eol!r}")
+        timeout = _seconds(env, "TIMEOUT", 1200.0)
+        session_timeout = _seconds(env, "SESSION_TIMEOUT", 86400.0)
         return cls(
             environ=env,
             proto=proto,
@@ -179,8 +195,11 @@ class Settings:
             remote_info=ucspi("REMOTEINFO"),
             greeting=greeting,
             relayclient=env.get("RELAYCLIENT"),
-            timeout=_seconds(env, "TIMEOUT", 1200.0),
-            session_timeout=_seconds(env, "SESSION_TIMEOUT", 86400.0),
+            timeout=timeout,
+            session_timeout=session_timeout,
+            # mailfront 2.13: in place of TIMEOUT and SESSION_TIMEOUT once the client has authenticated
+            auth_timeout=_seconds(env, "AUTH_TIMEOUT", timeout),
+            auth_session_timeout=_seconds(env, "AUTH_SESSION_TIMEOUT", session_timeout),
             max_notimpl=_count(env, "MAXNOTIMPL"),
             databytes=_count(env, "DATABYTES"),
             max_msgs=_count(env, "MAXMSGS"),
@@ -206,7 +225,7 @@ class Settings:
             plugins=env.get("PLUGINS"),
             tmpdir=env.get("TMPDIR") or "/tmp",
             auth_requires_tls="AUTH_REQUIRES_TLS" in env,
-            auth_max_failures=_count(env, "AUTH_MAX_FAILURES", 3),
+            auth_max_failures=_auth_max_failures(env),
             auth_fail_delay=_seconds(env, "AUTH_FAIL_DELAY", 0.0),
             auth_throttle_dir=env.get("AUTH_THROTTLE_DIR") or None,
             sender_login_map=env.get("SENDER_LOGIN_MAP") or None,
@@ -222,6 +241,6 @@ class Settings:
             tls_keyfile=env.get("TLS_KEYFILE") or None,
             tls_ciphers=env.get("TLS_CIPHERS") or None,
             tls_min_version=tls_min_version,
-            smtps="SMTPS" in env,
+            smtps="SMTPS" in env or "TLS_IMMEDIATE" in env,  # TLS_IMMEDIATE: mailfront 2.2x's name
             proxy_protocol="PROXY_PROTOCOL" in env,
         )

@@ -145,10 +145,10 @@ def _exchange_udp(address: str, request: bytes, timeout: float) -> bytes:
     raise TimeoutError("no reply")
 
 
-def _exchange_command(path: str, request: bytes, timeout: float) -> bytes:
+def _exchange_command(path: str, request: bytes, timeout: float, env: dict[str, str] | None) -> bytes:
     import subprocess
 
-    done = subprocess.run([path], input=request, capture_output=True, timeout=timeout, check=False)
+    done = subprocess.run([path], input=request, capture_output=True, timeout=timeout, check=False, env=env)
     if done.returncode != 0:
         # a command reports rejection by its exit code and may print nothing
         if done.returncode == 100:
@@ -157,25 +157,29 @@ def _exchange_command(path: str, request: bytes, timeout: float) -> bytes:
     return done.stdout
 
 
-def exchange(module: str, request: bytes, timeout: float) -> bytes:
+def exchange(module: str, request: bytes, timeout: float, env: dict[str, str] | None = None) -> bytes:
     if module.startswith("cvm-local:"):
         return _exchange_local(module[10:], request, timeout)
     if module.startswith("cvm-udp:"):
         return _exchange_udp(module[8:], request, timeout)
     if module.startswith("cvm-command:"):
         module = module[12:]
-    return _exchange_command(module, request, timeout)
+    return _exchange_command(module, request, timeout, env)
 
 
-def authenticate(module: str, credentials: list[tuple[int, bytes]], timeout: float) -> Result:
-    """Ask a CVM; every failure to get a well-formed answer is TEMPORARY."""
+def authenticate(module: str, credentials: list[tuple[int, bytes]], timeout: float,
+                 env: dict[str, str] | None = None) -> Result:
+    """Ask a CVM; every failure to get a well-formed answer is TEMPORARY.
+
+    `env` is the environment of a command CVM (default: this process's).
+    """
     nonce = posix.urandom(8)
     try:
         request = build_request(nonce, credentials)
     except ValueError as e:
         return Result(REJECTED, why=str(e))
     try:
-        reply = exchange(module, request, timeout)
+        reply = exchange(module, request, timeout, env)
     except _Rejected:
         return Result(REJECTED, why="credentials rejected")
     except (OSError, TimeoutError, ValueError) as e:

@@ -77,24 +77,20 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def recipient_list(data: bytes) -> list[str] | str:
-    """QMTP's recipients (netstrings one after another), or mailfront's words for what is wrong."""
-    out, i = [], 0
-    while i < len(data):
-        j, n = i, 0
-        while j < len(data) and data[j] != 58:  # ':'
-            if not 48 <= data[j] <= 57:
-                return "Invalid netstring length"
-            n = n * 10 + data[j] - 48
-            j += 1
+def next_recipient(data: bytes, i: int) -> tuple[str, int] | str:
+    """The QMTP recipient netstring at `data[i:]` and where the next starts, or mailfront's words for what is wrong."""
+    j, n = i, 0
+    while j < len(data) and data[j] != 58:  # ':'
+        if not 48 <= data[j] <= 57:
+            return "Invalid netstring length"
+        n = n * 10 + data[j] - 48
         j += 1
-        if j + n > len(data):
-            return "Netstring length too long"
-        if data[j + n : j + n + 1] != b",":
-            return "Netstring missing comma"
-        out.append(_text(data[j : j + n]))
-        i = j + n + 1
-    return out
+    j += 1
+    if j + n > len(data):
+        return "Netstring length too long"
+    if data[j + n : j + n + 1] != b",":
+        return "Netstring missing comma"
+    return _text(data[j : j + n]), j + n + 1
 
 
 class Packages:
@@ -106,6 +102,9 @@ class Packages:
         self._eof = False
         self._step = self._package
         self._left = 0  # message bytes still to come
+        self._recipients = b""  # QMTP: the package's recipient netstrings, read one at a time
+        self._at = 0
+        self._skip = False  # QMTP: the rest of the package's recipients are not wanted
         self.done = False
 
     def receive_data(self, data: bytes) -> None:
@@ -236,15 +235,21 @@ class Packages:
         data = self._netstring(MAX_RECIPIENT_LIST, "EOF while reading recipient list", "Invalid recipient netstring")
         if not isinstance(data, bytes):
             return data
-        found = recipient_list(data)
-        if isinstance(found, str):
-            return Failed(found)
-        self._pending = [Recipient(a) for a in found] + [End()]
-        self._step = self._pending_event
+        self._recipients, self._at = data, 0
+        self._step = self._listed_recipient
         return self._step()
 
-    def _pending_event(self) -> Event:
-        event = self._pending.pop(0)
-        if not self._pending:
+    def _listed_recipient(self) -> Event:
+        if self._skip or self._at >= len(self._recipients):
+            self._skip = False
             self._step = self._package
-        return event
+            return End()
+        found = next_recipient(self._recipients, self._at)
+        if isinstance(found, str):
+            return Failed(found)
+        address, self._at = found
+        return Recipient(address)
+
+    def skip_recipients(self) -> None:
+        """QMTP: the package is refused already; parse none of its other recipients (nor does mailfront)."""
+        self._skip = True

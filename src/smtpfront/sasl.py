@@ -30,13 +30,17 @@ TOO_MANY_FAILURES = Reply(421, "4.7.0 Too many authentication failures; closing 
 ASK_USERNAME = Reply(334, "VXNlcm5hbWU6")  # "Username:"
 ASK_PASSWORD = Reply(334, "UGFzc3dvcmQ6")  # "Password:"
 ASK_PLAIN = Reply(334, "")
+END_OF_INPUT = Reply(535, "End of file reached.")  # cvm's SASL library's words
+MECHANISMS = ("LOGIN", "PLAIN", "CRAM-MD5")  # the names that may be logged: any other may be a credential
 
 
 def decode(line: str) -> bytes | None:
-    """RFC 4954 base64; `=` is the empty response.  None when it isn't base64."""
+    """Base64, or None when it isn't.
+
+    RFC 4954's `=` (the empty response) is None too, as cvm's SASL library
+    reads it: no mechanism here can use an empty response.
+    """
     line = line.strip()
-    if line == "=":
-        return b""
     if not line or len(line) % 4:
         return None
     try:
@@ -91,30 +95,49 @@ class Authenticator:
     # -- the exchange ----------------------------------------------------
 
     def start(self, session, mechanism: str, initial: str | None) -> Reply:
-        self.mechanism = mechanism
+        """The reply to `AUTH mechanism [initial]`, the mechanism as the client typed it."""
+        mech = mechanism.upper()
+        bad_initial = initial is not None and decode(initial) is None  # cvm's SASL library checks it first
+        if mech not in MECHANISMS:
+            # by its length only, like an unknown command: a client that leaves the name out sends its
+            # credentials in its place
+            unknown = f"SASL AUTH failed: unknown mechanism ({len(mechanism)} bytes)"
+            self.log(unknown + (", bad response" if bad_initial else ""))
+            return UNDECODABLE if bad_initial else UNKNOWN_MECHANISM
+        self.mechanism = mechanism  # logged as typed, as cvm's SASL library does
+        self._mech = mech
         self._continued = False  # answering the AUTH line itself, not a 334 challenge
-        if mechanism == "PLAIN":
+        if bad_initial:
+            return self._undecodable()
+        if mech not in self.modules:
+            self.log(f"SASL AUTH {self.mechanism} failed")
+            return UNKNOWN_MECHANISM
+        if mech == "PLAIN":
             return self._plain(session, initial) if initial is not None else self._ask(ASK_PLAIN, self._plain)
-        if mechanism == "LOGIN":
+        if mech == "LOGIN":
             return self._login_user(session, initial) if initial is not None else self._ask(
                 ASK_USERNAME, self._login_user
             )
-        if mechanism == "CRAM-MD5" and "CRAM-MD5" in self.modules:
-            nonce = posix.urandom(8).hex()
-            self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
-            return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
-        # by its length only, like an unknown command: a client that leaves the name out sends its credentials here
-        self.log(f"SASL AUTH failed: unknown mechanism ({len(mechanism)} bytes)")
-        return UNKNOWN_MECHANISM
+        nonce = posix.urandom(8).hex()  # CRAM-MD5
+        self.challenge = f"<{nonce}.{posix.getpid()}@{self.settings.local_host}>"
+        return self._ask(Reply(334, encode(self.challenge.encode())), self._cram)
 
     def step(self, session, line: str) -> Reply:
         self._continued = True
         answer, self._next = self._next, None
-        if line.strip() == "*":
+        if not line or line[0] == "*":  # as cvm's SASL library: an empty line cancels too
             self.log(f"SASL AUTH {self.mechanism} failed: aborted")
             self.log(f"SASL AUTH {self.mechanism} failed")
             return CANCELLED
         return answer(session, line)
+
+    def abandon(self) -> Reply | None:
+        """The input ended: the reply to an exchange still waiting for the client's answer, if one is."""
+        if self._next is None:
+            return None
+        self._next = None
+        self.log(f"SASL AUTH {self.mechanism} failed")
+        return END_OF_INPUT
 
     def _ask(self, reply: Reply, then) -> Reply:
         self._next = then
@@ -181,7 +204,7 @@ class Authenticator:
         account, at, domain = name.rpartition("@") if "@" in name else (name, "", self.settings.local_host)
         credentials = [(cvm.ACCOUNT, account.encode("utf-8", "surrogateescape"))]
         credentials.append((cvm.DOMAIN, domain.encode("utf-8", "surrogateescape")))
-        module = self.modules[self.mechanism]
+        module = self.modules[self._mech]
         result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout)
         if reservation is not None and result.status != cvm.REJECTED:
             self.throttle.release(reservation)  # not a failed guess: only a rejection keeps counting

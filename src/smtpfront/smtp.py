@@ -185,7 +185,7 @@ class ChunkEnd(Event):
 
 
 class Auth(Event):
-    """AUTH mechanism [initial-response]; the mechanism is "" for a bare AUTH, the initial response None when absent."""
+    """AUTH mechanism [initial-response]: the mechanism as typed ("" for a bare AUTH); no initial response is None."""
 
     __slots__ = ("mechanism", "initial")
 
@@ -291,7 +291,12 @@ def parse_path(arg: str, keyword: str) -> tuple[str, tuple[str, ...]] | None:
         return None  # a NUL would cut the envelope short; a CR would reach Return-Path: at delivery
     if path.startswith("@") and ":" in path:
         path = path[path.index(":") + 1 :]
-    return path, tuple(rest[i + 1 :].split())
+    # as mailfront: the parameters are what lies between single spaces (so two spaces make an empty one,
+    # and a tab separates nothing), the spaces after the address and one at the end left out
+    params = rest[i + 1 :].lstrip(" ").split(" ")
+    if params[-1] == "":
+        params.pop()
+    return path, tuple(params)
 
 
 def _bad_size(params: tuple[str, ...]) -> Reply | None:
@@ -581,7 +586,7 @@ class Engine:
         # whether AUTH is offered at all, and in this state, is the policy's to say
         mechanism, _, initial = arg.partition(" ")
         initial = initial.strip(" ")
-        return Auth(mechanism.upper(), initial or None)
+        return Auth(mechanism, initial or None)  # as typed: mailfront logs it so
 
     def _starttls(self, arg: str) -> Event | None:
         if arg:

@@ -4,7 +4,10 @@ For trying a configuration (`MAILRULES=rules smtpfront-echo < session.txt`):
 as mailfront's, each accepted sender and recipient is answered with itself
 (`250 Sender='a@example.org'.`, ESMTP parameters after it as ` [NAME=VALUE]`),
 the message with `250 Received N bytes.`, and the first two lines of the
-message (the Received: header, usually) go to the log.
+message (the Received: header, usually) go to the log, joined as mailfront
+joins them.  Like mailfront, which logs what its first block holds, this logs
+as soon as the first line is complete: the second line only if it is complete
+in the same block.
 """
 
 from __future__ import annotations
@@ -34,12 +37,12 @@ class Echo(Plugin):
     def data_block(self, session, block: bytes) -> None:
         if self.head is not None:
             self.head += block[:4096]
-            if self.head.count(b"\n") >= 2 or len(self.head) >= 4096:
+            if b"\n" in self.head or len(self.head) >= 4096:
                 self._log_head(session)
         self.size += len(block)
 
     def _log_head(self, session) -> None:
-        """The first two lines, joined as mailfront joins them (without a separator)."""
+        """The first line and the second when it is complete, joined without a separator."""
         first, _, rest = self.head.partition(b"\n")
         second = rest[: rest.find(b"\n")] if b"\n" in rest else b""
         session.log((first + second).decode("utf-8", "surrogateescape"))

@@ -30,6 +30,13 @@ class QueueDir(Plugin):
     error: OSError | None = None  # the first failed write: the message is not taken
 
     def reset(self, session) -> None:
+        self._discard_file()
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    def _discard_file(self) -> None:
+        """Close and remove the queue file in tmp/, if one is open."""
         if self.fd >= 0:
             posix.close(self.fd)
             self.fd = -1
@@ -39,9 +46,6 @@ class QueueDir(Plugin):
             except OSError:
                 pass
             self.tmp_path = ""
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
         self.error: OSError | None = None
 
     def _write(self, data: bytes) -> None:
@@ -58,7 +62,7 @@ class QueueDir(Plugin):
         root = session.getenv("QUEUEDIR")
         if root is None:
             return MISSING_QUEUEDIR
-        self.reset(session)
+        self._discard_file()  # not the spooled message: in QMQP and QMTP it came first
         self.dest_dir = f"{root}/{session.getenv('QUEUEDIR_DEST') or 'new'}"
         tmp_dir = f"{root}/{session.getenv('QUEUEDIR_TMP') or 'tmp'}"
         while True:

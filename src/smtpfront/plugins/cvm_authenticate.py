@@ -60,6 +60,10 @@ class CvmAuthenticate(Plugin):
         """The reply to a line answering a 334 challenge."""
         return self._done(session, self.authenticator.step(session, line))
 
+    def abandon(self, session) -> Reply | None:
+        """The input ended: the reply to an AUTH exchange still waiting for the client, if one is."""
+        return self.authenticator.abandon()
+
     def _done(self, session, reply: Reply) -> Reply:
         if reply.code == 235:
             session.helo = None  # as mailfront: Received: names the authenticated client's host instead

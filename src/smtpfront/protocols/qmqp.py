@@ -62,6 +62,8 @@ def serve(pipeline, transport, log, clock, qmtp: bool = False) -> int:
             if not _failed(reply):
                 hook = pipeline.recipient if isinstance(event, qmqp.Recipient) else pipeline.sender
                 reply = hook(Address(event.address), ())
+            if qmtp and _failed(reply):
+                engine.skip_recipients()  # as mailfront: a refused QMTP package's recipients are not read
         elif isinstance(event, qmqp.End):
             if not _failed(reply):
                 reply = pipeline.message_end()
@@ -79,6 +81,6 @@ def serve(pipeline, transport, log, clock, qmtp: bool = False) -> int:
 
 def answer(transport, reply: Reply, log) -> None:
     if reply.code >= 400:
-        for line in (reply.text or "").split("\n"):
+        for line in (reply.text or "").replace("\r\n", "\n").split("\n"):
             log(f"{reply.code} {line}")
     transport.write(encode(reply))

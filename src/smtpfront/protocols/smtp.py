@@ -200,6 +200,10 @@ class SMTP:
     def closed(self, event: smtp.Event) -> None:
         if isinstance(event, smtp.Closed) and event.in_data:
             self.log("Connection dropped")
+        if isinstance(event, smtp.Closed) and event.exit_code == 0 and self.auth is not None:
+            reply = self.auth.abandon(self.session)  # the input ended inside an AUTH exchange
+            if reply is not None:
+                self.engine.send(reply)
         self.pipeline.reset()
 
     # -- AUTH and STARTTLS -------------------------------------------------
@@ -281,7 +285,7 @@ def serve(pipeline, transport, log, clock) -> int:
 
 def _events(handler: SMTP, log, clock) -> int:
     engine, settings = handler.engine, handler.settings
-    session_end = clock() + settings.session_timeout
+    started = clock()
     exit_code = 0
     while True:
         event = engine.next_event()
@@ -298,7 +302,11 @@ def _events(handler: SMTP, log, clock) -> int:
                 return 1
             if engine.mode == smtp.CLOSED:
                 return exit_code
-            wait = min(settings.timeout, session_end - clock())
+            if handler.session.user is None:
+                idle, session_end = settings.timeout, started + settings.session_timeout
+            else:  # mailfront 2.13's AUTH_TIMEOUT and AUTH_SESSION_TIMEOUT (the usual ones when unset)
+                idle, session_end = settings.auth_timeout, started + settings.auth_session_timeout
+            wait = min(idle, session_end - clock())
             try:
                 data = handler.transport.read(wait) if wait > 0 else None
             except ConnectionError as e:  # a broken TLS record: the client is gone for us
