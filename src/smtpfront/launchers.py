@@ -1,4 +1,4 @@
-"""smtpfront-launchers DIR: write start-up-lean launchers for the three programs into DIR.
+"""smtpfront-launchers DIR: write start-up-lean launchers for the programs into DIR.
 
 pip's console scripts start the interpreter with `site`, which costs about 2 ms on
 every connection (it scans site-packages and runs .pth files).  These launchers run
@@ -13,23 +13,30 @@ import os
 import sys
 from pathlib import Path
 
-PROGRAMS = {"smtpfront-qmail": "qmail", "smtpfront-queuedir": "queuedir", "smtpfront-echo": "echo"}
+# name -> (module, function)
+PROGRAMS = {
+    "smtpfront-qmail": ("cli", "qmail"),
+    "smtpfront-queuedir": ("cli", "queuedir"),
+    "smtpfront-echo": ("cli", "echo"),
+    "smtpfront-server": ("forkserver", "main"),
+}
 
 TEMPLATE = """#!{python} -IS
 # {name}, started without site (-I -S); written by smtpfront-launchers
 import sys
 sys.path.append({package_parent!r})  # after the standard library: nothing there can shadow it
-from smtpfront.cli import {function}
-{function}()
+from smtpfront.{module} import {function}
+sys.exit({function}())
 """
 
 
 def write_launchers(directory: Path, python: str, package_parent: str) -> list[Path]:
     written = []
-    for name, function in PROGRAMS.items():
+    for name, (module, function) in PROGRAMS.items():
         path = directory / name
         tmp = directory / f".{name}.tmp"
-        tmp.write_text(TEMPLATE.format(python=python, name=name, package_parent=package_parent, function=function))
+        tmp.write_text(TEMPLATE.format(python=python, name=name, package_parent=package_parent, module=module,
+                                      function=function))
         tmp.chmod(0o755)
         os.replace(tmp, path)  # a running tcpserver never sees a half-written file
         written.append(path)

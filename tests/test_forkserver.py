@@ -1,0 +1,253 @@
+"""smtpfront-server side by side with the real tcpserver: options, environment, logs, rules, signals, limits.
+
+Both servers run with `-1 ... 127.0.0.1 0` and report the port they were given.
+A fake DNS server (on 127.0.0.78:53, named by $DNSCACHEIP for both) and a fake
+identd (on 127.0.0.77:113, reached by clients that connect from 127.0.0.77)
+stand in for the network, so that -h, -p and -r are compared too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, LOGS, need
+from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, network  # noqa: F401 - a fixture
+from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
+
+SERVER = str(BIN / "smtpfront-server")
+pytestmark = pytest.mark.usefixtures("network")  # every test may look names up
+
+
+class Ucspi:
+    """A running tcpserver or smtpfront-server on 127.0.0.1, on the port it chose (-1)."""
+
+    def __init__(self, binary: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen([binary, "-1", *args[:-1], "127.0.0.1", "0", *args[-1:]], env=env,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+        line = self.proc.stdout.readline()
+        assert line.strip().isdigit(), (line, self.log)
+        self.port = int(line)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_log(self, text: str, seconds: float = 10) -> str:
+        deadline = time.monotonic() + seconds
+        while text not in self.log:
+            assert time.monotonic() < deadline, f"{text!r} not in log:\n{self.log}"
+            time.sleep(0.02)
+        return self.log
+
+    def wait_ends(self, count: int, seconds: float = 10) -> None:
+        """Until `count` children have ended and been counted out (the last `status:` line follows `end`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            lines = self.log.splitlines()
+            ends = [i for i, line in enumerate(lines) if line.startswith("tcpserver: end ")]
+            if len(ends) >= count and any(line.startswith("tcpserver: status: ") for line in lines[ends[-1]:]):
+                return
+            assert time.monotonic() < deadline, self.log
+            time.sleep(0.01)
+
+    def talk(self, data: bytes = b"", source: str = "127.0.0.1", timeout: float = 30) -> bytes:
+        """Connect (from `source`), send `data`, and read until the server closes."""
+        with socket.socket() as s:
+            s.bind((source, 0))
+            s.settimeout(timeout)
+            s.connect(("127.0.0.1", self.port))
+            if data:
+                s.sendall(data)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.proc.stdout.close()
+        LOGS.append((self.log_path.name, self.log))
+
+
+@pytest.fixture
+def start(tmp_path):
+    """start(binary, *args, env=...) -> a running server; all are stopped after the test."""
+    servers: list[Ucspi] = []
+
+    def run(binary: str, *args: str, env: dict[str, str]) -> Ucspi:
+        server = Ucspi(binary, list(args), env, tmp_path / f"server{len(servers)}.log")
+        servers.append(server)
+        return server
+
+    yield run
+    for server in servers:
+        server.stop()
+
+
+def both(start, *args: str, env: dict[str, str]) -> tuple[Ucspi, Ucspi]:
+    return start(need("tcpserver"), *args, env=env), start(SERVER, *args, env=env)
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "DNSCACHEIP": DNS_IP, **extra}
+
+
+# -- options --------------------------------------------------------------------
+
+
+def test_options_are_read_as_getopt_reads_them():
+    o = parse(["-vRHc", "5", "-l0", "-x", "r.cdb", "-X", "--", "0", "smtp", "prog", "-v"], {})
+    assert (o.verbosity, o.remote_info, o.remote_host, o.limit, o.local_name, o.rules, o.allow_no_rules) == (
+        2, False, False, 5, b"0", "r.cdb", True)
+    assert (o.host, o.port, o.program) == ("0", "smtp", ["prog", "-v"])
+    o = parse(["-U", "-u", "7", "h", "p", "x"], {b"UID": b"5", b"GID": b"6"})
+    assert (o.uid, o.gid) == (7, 6)
+    o = parse(["h", "p", "x"], {})
+    assert (o.verbosity, o.limit, o.backlog, o.remote_host, o.remote_info, o.timeout, o.paranoid) == (
+        1, 40, 20, True, True, 26, False)
+    for bad in (["-z", "h", "p", "x"], ["-c"], ["h", "p"], ["-c", "0", "h", "p", "x"], ["-c", "x", "h", "p", "x"]):
+        with pytest.raises(UsageError):
+            parse(bad, {})
+
+
+@pytest.mark.parametrize("args", [["-z", "0", "0", "true"], ["-c"], ["0", "0"], [], ["-Y", "0", "0", "true"]])
+def test_bad_command_lines_exit_100_as_tcpserver_does(args):
+    ours = subprocess.run([SERVER, *args], capture_output=True, text=True, timeout=10)
+    theirs = subprocess.run([need("tcpserver"), *args], capture_output=True, text=True, timeout=10)
+    assert ours.returncode == theirs.returncode == 100
+    assert ours.stderr.replace("smtpfront-server", "tcpserver") == theirs.stderr
+
+
+def test_fatal_errors_as_tcpserver_words_them(start):
+    busy = start(SERVER, "true", env=plain_env())
+    for args in (["127.0.0.1", str(busy.port), "true"], ["127.0.0.1", "no-such-service", "true"],
+                 ["nonexistent.invalid", "0", "true"]):
+        ours = subprocess.run([SERVER, *args], capture_output=True, text=True, timeout=30, env=plain_env())
+        theirs = subprocess.run([need("tcpserver"), *args], capture_output=True, text=True, timeout=30,
+                                env=plain_env())
+        assert ours.returncode == theirs.returncode == 111
+        assert ours.stderr == theirs.stderr and ours.stderr.startswith("tcpserver: fatal: ")
+
+
+def test_safe_log_fields():
+    assert safe(b"a:b%c d\x01") == b"a?b?c?d?"
+    assert safe(b"x" * 99) == b"x" * 99
+    assert safe(b"x" * 100) == b"x" * 100 + b"..."
+
+
+def test_pathexec_environment_order():
+    """pathexec: a change removes the first entry of that name, the last entry takes its place."""
+    base = [b"A=1", b"B=2", b"C=3"]
+    changes = [(b"A", b"9"), (b"D", None), (b"C", None), (b"E", b"")]
+    assert pathexec_environ(base, changes) == [b"A=9", b"B=2", b"E="]
+
+
+# -- the environment and the log, side by side ------------------------------------
+
+
+def masked_env(output: bytes) -> list[str]:
+    return [re.sub(r"^(TCPLOCALPORT|TCPREMOTEPORT)=\d+$", r"\1=N", line) for line in output.decode().splitlines()]
+
+
+def masked_log(server: Ucspi) -> list[str]:
+    lines = []
+    for line in server.log.splitlines():
+        line = re.sub(r"^tcpserver: (pid|ok|deny|end) \d+", r"tcpserver: \1 P", line)
+        line = re.sub(r"^(tcpserver: (?:ok|deny) P [^ ]*:[^ ]*:)\d+( .*:)\d+$", r"\1PORT\2PORT", line)
+        lines.append(re.sub(r"^smtpfront\[\d+\]", "smtpfront[P]", line))
+    return lines
+
+
+def compare(start, args: list[str], sources: list[str], env: dict[str, str]) -> list[list[str]]:
+    """Each source connects to both servers in turn; the environments and logs must be the same."""
+    theirs, ours = both(start, "-v", *args, env=env)
+    outputs = []
+    for done, source in enumerate(sources, 1):
+        expected = masked_env(theirs.talk(source=source))
+        assert masked_env(ours.talk(source=source)) == expected, source
+        outputs.append(expected)
+        for server in (theirs, ours):
+            server.wait_ends(done)
+    assert masked_log(ours) == masked_log(theirs)
+    return outputs
+
+
+STALE = {"TCPREMOTEHOST": "stale.example", "TCPREMOTEINFO": "stale", "TCPLOCALHOST": "stale", "ZZZ": "last"}
+
+
+def test_environment_without_lookups(start):
+    [env] = compare(start, ["-R", "-H", "-l", "mx.example", "env"], ["127.0.0.1"], plain_env(**STALE))
+    assert "TCPLOCALHOST=mx.example" in env and "PROTO=TCP" in env
+    assert not any(line.startswith(("TCPREMOTEHOST=", "TCPREMOTEINFO=")) for line in env)
+
+
+def test_environment_with_dns_and_ident(start):
+    """tcpserver's defaults (-h -r, the local name looked up): names, escapes and ident as tcpserver gives them."""
+    client, local, odd = compare(start, ["env"], [CLIENT_IP, "127.0.0.1", ODD_IP], plain_env(**STALE))
+    assert {"TCPREMOTEHOST=client.example.com", "TCPREMOTEINFO=joeBloggs:xy", "TCPLOCALHOST=mail.server.test"} <= set(
+        client)
+    assert "TCPREMOTEHOST=we\\041rd\\045x.example" in odd
+    assert not any(line.startswith("TCPREMOTEINFO=") for line in local)  # nothing answers on 127.0.0.1:113
+    assert IDENT_QUERIES and all(re.fullmatch(rb"\d+ , \d+\r\n", q) for q in IDENT_QUERIES)
+
+
+def test_environment_paranoid(start):
+    client, liar = compare(start, ["-p", "-R", "env"], [CLIENT_IP, LIAR_IP], plain_env())
+    assert "TCPREMOTEHOST=client.example.com" in client
+    assert not any(line.startswith("TCPREMOTEHOST=") for line in liar)
+
+
+RULES = """\
+127.0.0.77:allow,RELAYCLIENT="",TCPLOCALHOST="from.rules"
+=liar.example.com:allow,BY="host name"
+127.0.0.80:deny
+127.:allow,BY="prefix",PROTO="TCP"
+"""
+
+
+def compile_rules(tmp_path: Path, text: str) -> str:
+    (tmp_path / "tcp").write_text(text)
+    with open(tmp_path / "tcp", "rb") as f:
+        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=f, check=True)
+    return str(tmp_path / "tcp.cdb")
+
+
+def test_environment_and_log_with_tcprules(start, tmp_path):
+    cdb = compile_rules(tmp_path, RULES)
+    client, liar, odd, local = compare(start, ["-R", "-x", cdb, "env"], [CLIENT_IP, LIAR_IP, ODD_IP, "127.0.0.1"],
+                                       plain_env(**STALE))
+    assert "RELAYCLIENT=" in client and "TCPLOCALHOST=from.rules" in client
+    assert "BY=host name" in liar and "BY=prefix" in local
+    assert odd == []  # denied: the program never ran
+
+
+def test_rules_file_missing_and_unreadable(start, tmp_path):
+    missing = str(tmp_path / "none.cdb")
+    compare(start, ["-R", "-H", "-l", "x", "-x", missing, "env"], ["127.0.0.1"], plain_env())
+    [env] = compare(start, ["-R", "-H", "-l", "x", "-X", "-x", missing, "env"], ["127.0.0.1"], plain_env())
+    assert "PROTO=TCP" in env
+    (tmp_path / "bad.cdb").write_bytes(b"\xff" * 3000)
+    compare(start, ["-R", "-H", "-l", "x", "-x", str(tmp_path / "bad.cdb"), "env"], ["127.0.0.1"], plain_env())
+
+
+def test_program_that_cannot_be_run(start, tmp_path):
+    (tmp_path / "noexec").write_text("#!/bin/sh\n")
+    for program in ("/nonexistent/program", "no-such-program-anywhere", str(tmp_path / "noexec")):
+        compare(start, ["-R", "-H", "-l", "x", program], ["127.0.0.1"], plain_env())
+
+
+def test_banner_and_options_that_change_nothing_visible(start):
+    [env] = compare(start, ["-B", "hello\n", "-R", "-D", "-o", "-t", "1", "-l", "0", "-b", "5", "-q", "-Q", "-v",
+                            "env"], [CLIENT_IP], plain_env())
+    assert env[0] == "hello" and "TCPLOCALHOST=0" in env
