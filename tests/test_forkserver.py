@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, LOGS, need
+from conftest import BIN, C_QMAIL, LOGS, PASSWORD, credentials, need, swaks
 from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, network  # noqa: F401 - a fixture
 from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
 
@@ -28,10 +28,11 @@ pytestmark = pytest.mark.usefixtures("network")  # every test may look names up
 class Ucspi:
     """A running tcpserver or smtpfront-server on 127.0.0.1, on the port it chose (-1)."""
 
-    def __init__(self, binary: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, binary: str, options: list[str], program: list[str], env: dict[str, str],
+                 log_path: Path) -> None:
         self.log_path = log_path
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([binary, "-1", *args[:-1], "127.0.0.1", "0", *args[-1:]], env=env,
+            self.proc = subprocess.Popen([binary, "-1", *options, "127.0.0.1", "0", *program], env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
         line = self.proc.stdout.readline()
         assert line.strip().isdigit(), (line, self.log)
@@ -82,11 +83,15 @@ class Ucspi:
 
 @pytest.fixture
 def start(tmp_path):
-    """start(binary, *args, env=...) -> a running server; all are stopped after the test."""
+    """start(binary, *options, PROGRAM, env=...) or start(binary, *options, program=[...], env=...).
+
+    Returns a running server; all are stopped after the test.
+    """
     servers: list[Ucspi] = []
 
-    def run(binary: str, *args: str, env: dict[str, str]) -> Ucspi:
-        server = Ucspi(binary, list(args), env, tmp_path / f"server{len(servers)}.log")
+    def run(binary: str, *args: str, env: dict[str, str], program: list[str] | None = None) -> Ucspi:
+        options, program = (list(args[:-1]), [args[-1]]) if program is None else (list(args), program)
+        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log")
         servers.append(server)
         return server
 
@@ -95,8 +100,9 @@ def start(tmp_path):
         server.stop()
 
 
-def both(start, *args: str, env: dict[str, str]) -> tuple[Ucspi, Ucspi]:
-    return start(need("tcpserver"), *args, env=env), start(SERVER, *args, env=env)
+def both(start, *args: str, env: dict[str, str], program: list[str] | None = None) -> tuple[Ucspi, Ucspi]:
+    return (start(need("tcpserver"), *args, env=env, program=program),
+            start(SERVER, *args, env=env, program=program))
 
 
 def plain_env(**extra: str) -> dict[str, str]:
@@ -169,9 +175,10 @@ def masked_log(server: Ucspi) -> list[str]:
     return lines
 
 
-def compare(start, args: list[str], sources: list[str], env: dict[str, str]) -> list[list[str]]:
+def compare(start, args: list[str], sources: list[str], env: dict[str, str],
+            program: list[str] | None = None) -> list[list[str]]:
     """Each source connects to both servers in turn; the environments and logs must be the same."""
-    theirs, ours = both(start, "-v", *args, env=env)
+    theirs, ours = both(start, "-v", *args, env=env, program=program)
     outputs = []
     for done, source in enumerate(sources, 1):
         expected = masked_env(theirs.talk(source=source))
@@ -251,3 +258,113 @@ def test_banner_and_options_that_change_nothing_visible(start):
     [env] = compare(start, ["-B", "hello\n", "-R", "-D", "-o", "-t", "1", "-l", "0", "-b", "5", "-q", "-Q", "-v",
                             "env"], [CLIENT_IP], plain_env())
     assert env[0] == "hello" and "TCPLOCALHOST=0" in env
+
+
+def test_crashing_programs_do_not_take_the_server_down(start):
+    """A program killed by a signal: the same log as tcpserver's, and the next client is served."""
+    compare(start, ["-R", "-H", "-l", "x"], ["127.0.0.1", "127.0.0.1"], plain_env(),
+            program=["sh", "-c", "kill -SEGV $$"])
+
+
+def test_privileges_dropped_as_tcpserver_drops_them(start):
+    [ids] = compare(start, ["-R", "-H", "-l", "x", "-u", "65534", "-g", "65533", "id"], ["127.0.0.1"], plain_env())
+    assert ids == ["uid=65534(nobody) gid=65533 groups=65533"]
+    [ids] = compare(start, ["-R", "-H", "-l", "x", "-U", "id"], ["127.0.0.1"], plain_env(UID="65534", GID="65534"))
+    assert ids[0].startswith("uid=65534(nobody) gid=65534(nogroup)")
+
+
+# -- sessions of our programs, run in the child --------------------------------------
+
+SESSION = (b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<%s@example.org>\r\nDATA\r\n"
+           b"Subject: %s\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+
+
+@pytest.fixture
+def auth_env(base_env, cvm_socket) -> dict[str, str]:
+    return {**base_env, "CVM_SASL_PLAIN": cvm_socket["module"]}
+
+
+def child_pid(server: Ucspi, count: int = 1) -> int:
+    log = server.wait_log("tcpserver: ok ")
+    return int(re.findall(r"tcpserver: pid (\d+) from", log)[count - 1])
+
+
+def test_auth_session_with_swaks_runs_in_the_forked_child(start, auth_env, queue):
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", str(BIN / "smtpfront-qmail"), env=auth_env)
+    r = swaks(server.port, "someone@elsewhere.example", "--auth", "PLAIN", *credentials())
+    assert r.returncode == 0, r.stdout
+    [(envelope, message)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"
+    assert b"with ESMTPA via TCP" in message and b"\n  by mx.example ([127.0.0.1])\n" in message
+    log = server.wait_log("bytes in:")
+    pid = child_pid(server)
+    assert f"smtpfront[{pid}]: " in log and "username=demo" in log and PASSWORD not in log
+    with socket.create_connection(("127.0.0.1", server.port)) as held:  # a session still open: its process
+        assert held.recv(100).startswith(b"220 mx.example")
+        cmdline = Path(f"/proc/{child_pid(server, 2)}/cmdline").read_bytes().split(b"\0")
+        assert b"smtpfront-server" in b" ".join(cmdline)  # the server's own process image: no exec
+        held.sendall(b"QUIT\r\n")
+        assert held.recv(100).startswith(b"221 ")
+
+
+def test_c_program_of_the_same_name_is_executed(start, base_env):
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", C_QMAIL, env=base_env)
+    with socket.create_connection(("127.0.0.1", server.port)) as held:
+        assert held.recv(100) == b"220 mx.example mailfront ESMTP\r\n"
+        cmdline = Path(f"/proc/{child_pid(server)}/cmdline").read_bytes()
+        assert b"mailfront" in cmdline and b"smtpfront-server" not in cmdline
+
+
+def test_queue_sees_the_environment_tcpserver_gives(start, base_env, queue, tmp_path):
+    """qmail-queue inherits the session's environment: compare it under tcpserver (exec) and here (in-process)."""
+    dump = tmp_path / "qq-env"
+    script = tmp_path / "qmail-queue-env"
+    script.write_text(f"#!/bin/sh\nenv | sort > {dump}.$$\nexec {base_env['QMAILQUEUE']}\n")
+    script.chmod(0o755)
+    cdb = compile_rules(tmp_path, RULES)
+    env = {**base_env, "QMAILQUEUE": str(script), "DNSCACHEIP": DNS_IP}
+    theirs, ours = both(start, "-x", cdb, str(BIN / "smtpfront-qmail"), env=env)
+    for server in (theirs, ours):
+        reply = server.talk(SESSION % (b"u", b"env"), source=CLIENT_IP)
+        assert b"250 2.6.0 Accepted" in reply
+    [first, second] = [masked_env(p.read_bytes()) for p in sorted(tmp_path.glob("qq-env.*"), key=os.path.getmtime)]
+    assert second == first
+    assert {"TCPREMOTEHOST=client.example.com", "TCPREMOTEINFO=joeBloggs:xy", "TCPLOCALHOST=from.rules",
+            "RELAYCLIENT="} <= set(second)
+    assert len(queue.messages()) == 2
+
+
+def test_tcprules_deny_relayclient_and_allow_only_some(start, auth_env, queue, tmp_path):
+    cdb = compile_rules(tmp_path, '127.0.0.1:allow,RELAYCLIENT=""\n127.0.0.2:deny\n127.0.0.3:allow\n:deny\n')
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", "-x", cdb, str(BIN / "smtpfront-qmail"),
+                   env=auth_env)
+
+    def send(source: str, to: str) -> subprocess.CompletedProcess:
+        return swaks(server.port, to, "--local-interface", source, sender="app@internal.example")
+
+    assert send("127.0.0.1", "someone@elsewhere.example").returncode == 0  # RELAYCLIENT="" from tcp.cdb
+    refused = send("127.0.0.3", "someone@elsewhere.example")
+    assert refused.returncode != 0 and "<** 550 5.1.0" in refused.stdout
+    assert send("127.0.0.3", "user@example.org").returncode == 0
+    for source in ("127.0.0.2", "127.0.0.4"):  # denied: closed before any greeting
+        assert server.talk(b"", source=source) == b""
+    assert sorted(e for e, _ in queue.messages()) == [b"Fapp@internal.example\0Tsomeone@elsewhere.example\0\0",
+                                                      b"Fapp@internal.example\0Tuser@example.org\0\0"]
+    log = server.wait_log("deny ")
+    assert len(re.findall(r"tcpserver: deny \d+ mx.example:127.0.0.1:\d+ :127.0.0.[24]::\d+", log)) == 2
+    assert "status 25600" in log  # exit 100, as tcpserver's denied children
+
+
+def test_settings_are_read_for_each_connection(start, base_env, queue, qmail_home, tmp_path):
+    """MAILRULES and control files changed while the server runs apply to the next connection."""
+    rules = tmp_path / "rules"
+    rules.write_text("d*@junk.example:*:first rules\n")
+    server = start(SERVER, "-R", "-H", "-l", "mx.example", str(BIN / "smtpfront-qmail"),
+                   env={**base_env, "MAILRULES": str(rules), "MAILRULES_CACHE": str(tmp_path)})
+    probe = b"MAIL FROM:<x@junk.example>\r\nRSET\r\nMAIL FROM:<x@ok.example>\r\nRCPT TO:<u@later.example>\r\nQUIT\r\n"
+    codes = [line[:3] for line in server.talk(probe).split(b"\r\n")[1:5]]
+    assert codes == [b"553", b"250", b"250", b"550"]
+    rules.write_text("d*@other.example:*:second rules\n")
+    (qmail_home / "control" / "rcpthosts").write_text("later.example\n")
+    codes = [line[:3] for line in server.talk(probe).split(b"\r\n")[1:5]]
+    assert codes == [b"250", b"250", b"250", b"250"]
