@@ -1,7 +1,8 @@
 """A fake DNS server and identd on loopback addresses, for the look-ups tcpserver makes.
 
-The DNS server (127.0.0.78:53, named by $DNSCACHEIP) answers from RECORDS,
-written out by hand here rather than with the code under test; the identd
+The DNS server (127.0.0.78:53, UDP and TCP, named by $DNSCACHEIP) answers from
+RECORDS, written out by hand here rather than with the code under test (names
+starting `servfail.` fail; `big.` answers come truncated by UDP); the identd
 (127.0.0.77:113) answers every query for clients that connect from 127.0.0.77.
 Both need root (ports below 1024), as the test suite has in CI.
 """
@@ -30,10 +31,11 @@ RECORDS = {  # (name, type) -> answers, written by hand here: not with the code 
     ("80.0.0.127.in-addr.arpa", 12): [bytes([7]) + b"we!rd%x" + dns_name("example")],
     ("client.example.com", 1): [bytes([10, 0, 0, 1]), bytes([127, 0, 0, 77])],
     ("liar.example.com", 1): [bytes([10, 9, 9, 9])],
+    ("big.example", 1): [bytes([10, 0, 1, i]) for i in range(1, 41)],
 }
 
 
-def dns_answer(query: bytes) -> bytes:
+def dns_answer(query: bytes, tcp: bool = False) -> bytes:
     pos, labels = 12, []
     while query[pos]:
         labels.append(query[pos + 1 : pos + 1 + query[pos]].decode().lower())
@@ -44,6 +46,8 @@ def dns_answer(query: bytes) -> bytes:
     flags = b"\x81\x80" if answers else b"\x81\x83"  # NXDOMAIN when there is nothing
     if labels[:1] == ["servfail"]:
         flags = b"\x81\x82"
+    if labels[:1] == ["big"] and not tcp:
+        return query[:2] + b"\x83\x80\0\1\0\0\0\0\0\0" + question
     out = query[:2] + flags + b"\0\1" + len(answers).to_bytes(2, "big") + b"\0\0\0\0" + question
     for data in answers:
         out += b"\xc0\x0c" + qtype.to_bytes(2, "big") + b"\0\1\0\0\1\0" + len(data).to_bytes(2, "big") + data
@@ -60,6 +64,20 @@ def serve_dns(sock: socket.socket) -> None:
             sock.sendto(dns_answer(query), peer)
         except OSError:
             return
+
+
+def serve_dns_tcp(sock: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        with conn:
+            data = b""
+            while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+                data += conn.recv(1000)
+            answer = dns_answer(data[2:], tcp=True)
+            conn.sendall(len(answer).to_bytes(2, "big") + answer)
 
 
 def serve_ident(sock: socket.socket) -> None:
@@ -79,17 +97,24 @@ def network():
     """The fake DNS server and identd; the variable that points both servers at the DNS."""
     dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dns.bind((DNS_IP, 53))
-    ident = socket.socket()
-    ident.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ident.bind((CLIENT_IP, 113))
-    ident.listen(50)
+    dns_tcp, ident = listener(DNS_IP, 53), listener(CLIENT_IP, 113)
     threads = [threading.Thread(target=serve_dns, args=(dns,), daemon=True),
+               threading.Thread(target=serve_dns_tcp, args=(dns_tcp,), daemon=True),
                threading.Thread(target=serve_ident, args=(ident,), daemon=True)]
     for t in threads:
         t.start()
     yield {"DNSCACHEIP": DNS_IP}
     dns.close()
-    ident.shutdown(socket.SHUT_RDWR)
-    ident.close()
+    for sock in (dns_tcp, ident):
+        sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+
+def listener(ip: str, port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((ip, port))
+    sock.listen(50)
+    return sock
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -368,3 +370,181 @@ def test_settings_are_read_for_each_connection(start, base_env, queue, qmail_hom
     (qmail_home / "control" / "rcpthosts").write_text("later.example\n")
     codes = [line[:3] for line in server.talk(probe).split(b"\r\n")[1:5]]
     assert codes == [b"250", b"250", b"250", b"250"]
+
+
+def dialogue(port: int, recipient: str, pause: float = 0.0, source: str = "127.0.0.1") -> bytes:
+    """One message, with a pause in the middle of DATA; the server's replies (b"" when refused)."""
+    try:
+        with socket.socket() as s:
+            s.bind((source, 0))
+            s.settimeout(60)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<%s@example.org>\r\nDATA\r\n"
+                      b"Subject: x\r\n\r\nfirst half\r\n" % recipient.encode())
+            time.sleep(pause)
+            s.sendall(b"second half\r\n.\r\nQUIT\r\n")
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+    except OSError:  # refused, or reset: queued in the backlog when the server stopped listening
+        return b""
+
+
+def test_sigterm_with_40_clients_loses_nothing_and_acknowledges_nothing_twice(start, base_env, queue):
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", "-c", "40", "-b", "100",
+                   str(BIN / "smtpfront-qmail"), env=base_env)
+    acknowledged: list[str] = []
+    finished_after_term: list[str] = []
+    term = threading.Event()
+    numbers = iter(range(100_000))
+    lock = threading.Lock()
+
+    def client() -> None:
+        while True:
+            with lock:
+                name = f"u{next(numbers)}"
+            began_before_term = not term.is_set()
+            if not began_before_term:
+                return
+            reply = dialogue(server.port, name, pause=0.05)
+            if b"250 2.6.0 Accepted" in reply:
+                with lock:
+                    acknowledged.append(name)
+                    if term.is_set():
+                        finished_after_term.append(name)
+            elif not reply:
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(40)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.proc.send_signal(signal.SIGTERM)
+    term.set()
+    assert server.proc.wait(timeout=10) == 0  # gone at once, as tcpserver
+    for t in threads:
+        t.join(timeout=60)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2)
+    queued = [envelope.split(b"\0")[1].removeprefix(b"T").split(b"@")[0].decode() for envelope, _ in queue.messages()]
+    assert len(acknowledged) >= 20 and finished_after_term  # sessions open at SIGTERM went on to the end
+    assert sorted(queued) == sorted(acknowledged) and len(set(queued)) == len(queued)
+
+
+def test_the_limit_is_never_exceeded(start, base_env):
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", "-c", "3", str(BIN / "smtpfront-qmail"),
+                   env=base_env)
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(3)]
+    for conn in held:
+        assert conn.recv(100).startswith(b"220 ")
+    fourth = socket.create_connection(("127.0.0.1", server.port), timeout=1)
+    with pytest.raises(socket.timeout):
+        fourth.recv(100)  # left in the kernel's queue while 3 are open
+    held[0].sendall(b"QUIT\r\n")
+    held[0].recv(100)
+    held[0].close()
+    fourth.settimeout(5)
+    assert fourth.recv(100).startswith(b"220 ")
+    for conn in (*held[1:], fourth):
+        conn.close()
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(dialogue(server.port, f"x{i}", 0.05)))
+               for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20 and all(b"221 2.0.0" in r for r in results)
+    server.wait_ends(24)
+    counts = [int(n) for n in re.findall(r"tcpserver: status: (\d+)/3", server.log)]
+    assert max(counts) == 3 and counts[-1] == 0
+
+
+def test_no_child_is_lost_when_many_end_at_once(start, base_env):
+    """SIGCHLDs merge; every child must still be reaped and counted out."""
+    server = start(SERVER, "-v", "-R", "-H", "-l", "x", "-c", "100", str(BIN / "smtpfront-qmail"), env=base_env)
+    conns = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(60)]
+    for conn in conns:
+        assert conn.recv(100).startswith(b"220 ")
+    for conn in conns:  # all end together
+        conn.sendall(b"QUIT\r\n")
+    for conn in conns:
+        conn.recv(100)
+        conn.close()
+    server.wait_ends(60)
+    assert server.log.splitlines()[-1] == "tcpserver: status: 0/100"
+    assert server.log.count("tcpserver: end ") == server.log.count("tcpserver: pid ") == 60
+
+
+def test_a_session_killed_does_not_take_the_server_down(start, base_env, queue):
+    server = start(SERVER, "-v", "-R", "-H", "-l", "x", str(BIN / "smtpfront-qmail"), env=base_env)
+    with socket.create_connection(("127.0.0.1", server.port)) as victim:
+        victim.recv(100)
+        os.kill(child_pid(server), signal.SIGKILL)
+        assert victim.recv(100) == b""
+    server.wait_ends(1)
+    assert re.search(r"tcpserver: end \d+ status 9\n", server.log)
+    assert b"250 2.6.0 Accepted" in dialogue(server.port, "after")
+    assert len(queue.messages()) == 1
+
+
+# -- as a service ------------------------------------------------------------------
+
+
+def test_service_from_smtpfront_conf_under_svscan(auth_env, queue, tmp_path):
+    account = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    svc = tmp_path / "service" / "smtpfront"
+    r = subprocess.run([str(BIN / "smtpfront-conf"), account, account, str(svc), "--server", "--ip", "127.0.0.1",
+                        "--port", str(port), "--hostname", "mx.example", "--cvm", auth_env["CVM_SASL_PLAIN"],
+                        "--qmail-home", auth_env["QMAILHOME"]], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"{BIN}/smtpfront-server -v -PR -U -l mx.example -c 40 -x tcp.cdb -- 127.0.0.1 {port}" in (
+        svc / "run").read_text()
+    for name in ("QMAILQUEUE", "FAKEQ_DIR", "PATH"):
+        (svc / "env" / name).write_text(auth_env[name] + "\n")
+    scan = subprocess.Popen([need("svscan"), str(svc.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={"PATH": auth_env["PATH"]})
+    log = svc / "log" / "main" / "current"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.05)
+        r = swaks(port, "someone@elsewhere.example", "--auth", "PLAIN", *credentials())
+        assert r.returncode == 0, r.stdout
+        r = swaks(port, "someone@elsewhere.example")  # tcp.cdb gives 127.0.0.1 RELAYCLIENT=""
+        assert r.returncode == 0, r.stdout
+        assert len(queue.messages()) == 2
+        while time.monotonic() < deadline and (b"status: 0/40" not in log.read_bytes().split(b"end ")[-1]
+                                                if log.exists() else True):
+            time.sleep(0.1)
+        text = log.read_text()
+        assert text.startswith("@4000") and "tcpserver: status: 1/40" in text
+        assert "username=demo" in text and PASSWORD not in text
+        status = subprocess.run([need("svstat"), str(svc)], capture_output=True, text=True).stdout
+        assert ": up (pid " in status
+        server_pid = int(status.split("(pid ")[1].split(")")[0])
+        assert b"smtpfront-server" in Path(f"/proc/{server_pid}/cmdline").read_bytes()
+    finally:
+        subprocess.run([need("svc"), "-dx", str(svc), str(svc / "log")])
+        scan.terminate()
+        scan.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # svc -d: the server is gone and the port closed
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("still listening after svc -d")
