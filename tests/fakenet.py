@@ -55,24 +55,28 @@ def dns_answer(query: bytes, tcp: bool = False) -> bytes:
 
 
 IDENT_QUERIES: list[bytes] = []
+STOP = threading.Event()
+
+
+def requests(sock: socket.socket, receive):
+    """What `receive` gets from `sock` until STOP is set (polled, so that the socket can be closed)."""
+    sock.settimeout(0.1)
+    while not STOP.is_set():
+        try:
+            yield receive()
+        except TimeoutError:
+            continue
 
 
 def serve_dns(sock: socket.socket) -> None:
-    while True:
-        try:
-            query, peer = sock.recvfrom(512)
-            sock.sendto(dns_answer(query), peer)
-        except OSError:
-            return
+    for query, peer in requests(sock, lambda: sock.recvfrom(512)):
+        sock.sendto(dns_answer(query), peer)
 
 
 def serve_dns_tcp(sock: socket.socket) -> None:
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except OSError:
-            return
+    for conn, _ in requests(sock, sock.accept):
         with conn:
+            conn.settimeout(5)
             data = b""
             while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
                 data += conn.recv(1000)
@@ -81,12 +85,9 @@ def serve_dns_tcp(sock: socket.socket) -> None:
 
 
 def serve_ident(sock: socket.socket) -> None:
-    while True:
-        try:
-            conn, _ = sock.accept()
-        except OSError:
-            return
+    for conn, _ in requests(sock, sock.accept):
         with conn:
+            conn.settimeout(5)
             request = conn.recv(100)
             IDENT_QUERIES.append(request)
             conn.sendall(request.strip() + b" : USERID : UNIX : joe\tBloggs:x y\r\n")
@@ -101,12 +102,14 @@ def network():
     threads = [threading.Thread(target=serve_dns, args=(dns,), daemon=True),
                threading.Thread(target=serve_dns_tcp, args=(dns_tcp,), daemon=True),
                threading.Thread(target=serve_ident, args=(ident,), daemon=True)]
+    STOP.clear()
     for t in threads:
         t.start()
     yield {"DNSCACHEIP": DNS_IP}
-    dns.close()
-    for sock in (dns_tcp, ident):
-        sock.shutdown(socket.SHUT_RDWR)
+    STOP.set()
+    for t in threads:
+        t.join()
+    for sock in (dns, dns_tcp, ident):
         sock.close()
 
 

@@ -287,8 +287,12 @@ def auth_env(base_env, cvm_socket) -> dict[str, str]:
 
 
 def child_pid(server: Ucspi, count: int = 1) -> int:
-    log = server.wait_log("tcpserver: ok ")
-    return int(re.findall(r"tcpserver: pid (\d+) from", log)[count - 1])
+    """The pid of the count-th connection's child, once it has logged `ok`."""
+    deadline = time.monotonic() + 10
+    while len(oks := re.findall(r"tcpserver: ok (\d+) ", server.log)) < count:
+        assert time.monotonic() < deadline, server.log
+        time.sleep(0.01)
+    return int(oks[count - 1])
 
 
 def test_auth_session_with_swaks_runs_in_the_forked_child(start, auth_env, queue):
@@ -352,7 +356,8 @@ def test_tcprules_deny_relayclient_and_allow_only_some(start, auth_env, queue, t
         assert server.talk(b"", source=source) == b""
     assert sorted(e for e, _ in queue.messages()) == [b"Fapp@internal.example\0Tsomeone@elsewhere.example\0\0",
                                                       b"Fapp@internal.example\0Tuser@example.org\0\0"]
-    log = server.wait_log("deny ")
+    server.wait_ends(5)
+    log = server.log
     assert len(re.findall(r"tcpserver: deny \d+ mx.example:127.0.0.1:\d+ :127.0.0.[24]::\d+", log)) == 2
     assert "status 25600" in log  # exit 100, as tcpserver's denied children
 
