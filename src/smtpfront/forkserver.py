@@ -18,9 +18,10 @@ smtpfront-server.
 
 from __future__ import annotations
 
+import _signal as signal  # not `signal` and `socket`: their Python wrappers run code in each child, and
+import _socket as socket  # every page a child writes (refcounts included) is a page it no longer shares
 import posix
-import signal
-import socket
+import select
 import sys
 
 PREFIX = b"tcpserver: "
@@ -228,7 +229,9 @@ class Connection:
         """(deny, the environment changes) for this connection; logs `ok` or `deny` with -v."""
         o = self.options
         pid = b"%d" % posix.getpid()
-        self.log(PREFIX + b"pid " + pid + b" from " + self.remote_ip)
+        verbose = self.log.verbosity >= 2  # the lines are built only to be written
+        if verbose:
+            self.log(PREFIX + b"pid " + pid + b" from " + self.remote_ip)
         if o.kill_ip_options:
             try:
                 self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
@@ -273,9 +276,11 @@ class Connection:
         if o.rules is not None:
             deny, variables = self.rules(o.rules)
             changes += [(name, value) for name, value in variables if name]
-        self.log(PREFIX + (b"deny " if deny else b"ok ") + pid + b" " + safe(self.local_host or b"") + b":"
-                 + safe(self.local_ip) + b":" + safe(self.local_port) + b" " + safe(self.remote_host or b"") + b":"
-                 + safe(self.remote_ip) + b":" + safe(self.remote_info or b"") + b":" + safe(self.remote_port))
+        if verbose:
+            self.log(PREFIX + (b"deny " if deny else b"ok ") + pid + b" " + safe(self.local_host or b"") + b":"
+                     + safe(self.local_ip) + b":" + safe(self.local_port) + b" " + safe(self.remote_host or b"")
+                     + b":" + safe(self.remote_ip) + b":" + safe(self.remote_info or b"") + b":"
+                     + safe(self.remote_port))
         return deny, changes
 
     def _name(self, ip: bytes) -> bytes | None:
@@ -366,11 +371,11 @@ def preload(argv: list[str], environ: dict[str, str]) -> None:
         from . import tls  # noqa: F401
 
 
-def run_program(argv: list[str], environ: dict[str, str]) -> int:
-    """Run one session of PROGRAM on fds 0, 1 and 2 in this process; its exit code.
+def run_program(argv: list[str]) -> int:
+    """Run one session of PROGRAM on fds 0, 1 and 2 in this process, in its environment; its exit code.
 
-    The one call into the programs: becomes `programs.run(argv, environ)`.  Today's
-    entry reads the process environment, which the child has already set.
+    The one call into the programs: becomes `programs.run(argv, config.process_environ())`.
+    Today's entry reads the process environment itself.
     """
     from . import cli
 
@@ -390,18 +395,21 @@ def startup_environ() -> list[bytes]:
         return [k + b"=" + v for k, v in posix.environ.items()]
 
 
-def set_environ(env: list[bytes]) -> dict[str, str]:
-    """Make `env` this process's environment (Python's and the C library's); returns it decoded."""
-    new = dict(entry.split(b"=", 1) for entry in env if b"=" in entry)
-    before = posix.environ
-    for name in before.keys() - new.keys():
-        posix.unsetenv(name)
-    for name, value in new.items():
-        if before.get(name) != value:
+def change_environ(changes: list[tuple[bytes, bytes | None]]) -> None:
+    """Make tcpserver's changes to this process's environment: Python's view (os.environ, where
+    imported, is the same dict) and the C library's.
+
+    Only the changed entries are touched: every object the child frees or rewrites
+    is a page it no longer shares with the server.
+    """
+    environ = posix.environ
+    for name, value in changes:
+        if value is None:
+            if environ.pop(name, None) is not None:
+                posix.unsetenv(name)
+        else:
+            environ[name] = value
             posix.putenv(name, value)
-    posix.environ.clear()  # os.environ, where imported, is a view of this same dict
-    posix.environ.update(new)
-    return {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape") for k, v in new.items()}
 
 
 def execute(program: list[str], env: list[bytes], path: bytes | None, log: Logger) -> None:
@@ -443,8 +451,6 @@ class Server:
         self.log = log
         self.environ = environ  # the server's own, fixed at start (as tcpserver's)
         self.exec_env = startup_environ()  # what an executed PROGRAM starts from
-        # what a session run here starts from: Python's view, as a per-connection program would have it
-        self.session_env = [k + b"=" + v for k, v in posix.environ.items()]
         self.children = 0
         self.in_process: str | None = None
         self.sock: socket.socket | None = None
@@ -522,7 +528,8 @@ class Server:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # like tcpserver: no traceback, just gone
 
     def status(self) -> None:
-        self.log(PREFIX + b"status: %d/%d" % (self.children, self.options.limit))
+        if self.log.verbosity >= 2:
+            self.log(PREFIX + b"status: %d/%d" % (self.children, self.options.limit))
 
     def reap(self) -> None:
         while self.children:  # each turn: every child that has ended, however many signals came
@@ -536,40 +543,41 @@ class Server:
             self.children -= 1
             self.status()
 
-    def signals(self) -> set[int]:
-        try:
-            return set(posix.read(self.wake_r, 512))
-        except BlockingIOError:
-            return set()
-
     def loop(self) -> None:
-        import select
+        """Accept and fork until SIGTERM.
 
+        Each turn does as little as it can: every page the server writes after a
+        fork becomes a private copy in each child that still shares the old one.
+        """
         assert self.sock is not None
-        listening = self.sock.fileno()
+        listening, wake, limit = self.sock.fileno(), self.wake_r, self.options.limit
+        accept = self.sock._accept  # (fd, address): no socket object in the server
+        both, alone = [wake, listening], [wake]
         self.status()
         pause = None
         while True:
-            wanted = [self.wake_r]
-            if self.children < self.options.limit and pause is None:
-                wanted.append(listening)
-            ready = select.select(wanted, [], [], pause)[0]
+            ready = select.select(both if self.children < limit and pause is None else alone, [], [], pause)[0]
             pause = None
-            if signal.SIGTERM in self.signals():
-                self.sock.close()
-                posix._exit(0)  # as tcpserver: running sessions go on by themselves
-            self.reap()
-            while listening in ready and self.children < self.options.limit:
+            if wake in ready:
                 try:
-                    conn, remote = self.sock.accept()
+                    signals = posix.read(wake, 512)
+                except BlockingIOError:
+                    signals = b""
+                if signal.SIGTERM in signals:
+                    self.sock.close()
+                    posix._exit(0)  # as tcpserver: running sessions go on by themselves
+                self.reap()
+            if listening in ready and self.children < limit:
+                try:
+                    fd, remote = accept()
                 except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    break
+                    continue
                 except OSError:  # out of descriptors or buffers: wait a little instead of spinning
                     pause = 0.1
-                    break
-                self.fork(conn, remote)
+                    continue
+                self.fork(fd, remote)
 
-    def fork(self, conn: socket.socket, remote: tuple[str, int]) -> None:
+    def fork(self, fd: int, remote: tuple[str, int]) -> None:
         self.children += 1  # counted before the fork, as tcpserver does
         self.status()
         try:
@@ -581,14 +589,14 @@ class Server:
         else:
             if pid == 0:
                 try:
-                    self.child(conn, remote)
+                    self.child(fd, remote)
                 except BaseException as e:  # noqa: BLE001 - a log line, and never back into the parent's loop
                     self.log.error(DROP + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
                 finally:
                     posix._exit(111)
-        conn.close()
+        posix.close(fd)
 
-    def child(self, conn: socket.socket, remote: tuple[str, int]) -> None:
+    def child(self, fd: int, remote: tuple[str, int]) -> None:
         import gc
 
         signal.set_wakeup_fd(-1)
@@ -600,6 +608,7 @@ class Server:
         posix.close(self.wake_r)
         posix.close(self.wake_w)
         gc.enable()
+        conn = socket.socket(fileno=fd)
         deny, changes = Connection(conn, remote, self.options, self.local_port, self.environ, self.log).prepare()
         if deny:
             posix._exit(100)
@@ -612,9 +621,9 @@ class Server:
             execute(self.options.program, pathexec_environ(self.exec_env, changes), self.environ.get(b"PATH"),
                     self.log)
             posix._exit(111)
-        environ = set_environ(pathexec_environ(self.session_env, changes))
+        change_environ(changes)
         try:
-            code = run_program(self.options.program, environ)
+            code = run_program(self.options.program)
         except BaseException as e:  # noqa: BLE001 - the child ends here, with a log line, not a traceback
             self.log.error(PREFIX + b"warning: " + self.options.program[0].encode() + b": "
                            + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
