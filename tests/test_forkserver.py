@@ -553,3 +553,60 @@ def test_service_from_smtpfront_conf_under_svscan(auth_env, queue, tmp_path):
         time.sleep(0.05)
     else:
         pytest.fail("still listening after svc -d")
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+
+def new_certificate(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir()
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run([need("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def served_certificate(port: int) -> bytes:
+    import ssl
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        f = conn.makefile("rwb")
+        f.readline()
+        f.write(b"EHLO c\r\nSTARTTLS\r\n")
+        f.flush()
+        while not f.readline().startswith(b"220 "):
+            pass
+        with context.wrap_socket(conn) as tls:
+            der = tls.getpeercert(binary_form=True)
+            tls.sendall(b"QUIT\r\n")
+            tls.recv(100)
+    return der
+
+
+def pem_to_der(path: Path) -> bytes:
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+def test_starttls_in_the_child_and_a_renewed_certificate_is_used(start, base_env, queue, tmp_path):
+    live = tmp_path / "live"
+    live.mkdir()
+    first, second = new_certificate(tmp_path / "first"), new_certificate(tmp_path / "second")
+    for path in first:
+        (live / path.name).write_bytes(path.read_bytes())
+    env = {**base_env, "TLS_CERTFILE": str(live / "cert.pem"), "TLS_KEYFILE": str(live / "key.pem")}
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", str(BIN / "smtpfront-qmail"), env=env)
+    r = swaks(server.port, "user@example.org", "--tls")
+    assert r.returncode == 0, r.stdout
+    assert b"with ESMTPS via TCP" in queue.messages()[0][1]
+    assert served_certificate(server.port) == pem_to_der(first[0])
+    for path in second:  # renewed as certbot does it: new files put in place
+        (live / f"{path.name}.new").write_bytes(path.read_bytes())
+        (live / f"{path.name}.new").rename(live / path.name)
+    assert served_certificate(server.port) == pem_to_der(second[0])
+    assert "TLS started: TLSv1.3" in server.wait_log("TLS started")

@@ -368,7 +368,50 @@ def preload(argv: list[str], environ: dict[str, str]) -> None:
     if environ.get("PROXY_PROTOCOL"):
         from . import proxy  # noqa: F401
     if environ.get("TLS_CERTFILE"):
-        from . import tls  # noqa: F401
+        from . import tls
+
+        tls.server_context = reused_while_unchanged(tls.server_context)
+        try:  # built here once; a child that finds the files changed builds its own
+            tls.server_context(environ["TLS_CERTFILE"], environ.get("TLS_KEYFILE") or None,
+                               environ.get("TLS_CIPHERS") or None,
+                               (environ.get("TLS_MIN_VERSION") or "1.2").removeprefix("TLSv"))
+        except (OSError, ValueError, KeyError):
+            pass  # the session says why, in its log, when a client asks for TLS
+
+
+def _identity(path: str | None) -> tuple[int, int, int, int] | None:
+    if path is None:
+        return None
+    st = posix.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def reused_while_unchanged(server_context):
+    """`tls.server_context`, remembering the context it built while the certificate and key files stay the same.
+
+    Built in the server before the first fork, the context is shared by every child
+    (about 1.2 ms a STARTTLS saved); a renewed certificate (a new file, a new mtime)
+    is loaded by the next child.  Stateless session tickets are off on it: with a
+    process per connection no session could ever be resumed, and a ticket key that
+    lives as long as the server should not change that.  (TLS 1.3 then sends
+    stateful tickets, which only the child's own cache could resume: the same
+    handshake as before, whose last flight a client's next write does not wait behind.)
+    """
+    cache: dict[tuple, object] = {}
+
+    def cached(certfile: str, keyfile: str | None, ciphers: str | None, min_version: str):
+        key = (certfile, keyfile, ciphers, min_version, _identity(certfile), _identity(keyfile))
+        context = cache.get(key)
+        if context is None:
+            import ssl
+
+            context = server_context(certfile, keyfile, ciphers, min_version)
+            context.options |= ssl.OP_NO_TICKET  # TLS 1.3 still sends tickets, stateful ones: see above
+            cache.clear()
+            cache[key] = context
+        return context
+
+    return cached
 
 
 def run_program(argv: list[str]) -> int:
