@@ -31,6 +31,7 @@ RECORDS = {  # (name, type) -> answers, written by hand here: not with the code 
     ("80.0.0.127.in-addr.arpa", 12): [bytes([7]) + b"we!rd%x" + dns_name("example")],
     ("client.example.com", 1): [bytes([10, 0, 0, 1]), bytes([127, 0, 0, 77])],
     ("liar.example.com", 1): [bytes([10, 9, 9, 9])],
+    ("we!rd%x.example", 1): [bytes([127, 0, 0, 80])],
     ("big.example", 1): [bytes([10, 0, 1, i]) for i in range(1, 41)],
 }
 

@@ -57,3 +57,11 @@ def test_failures_wait_out_the_third_round_as_djbdns(monkeypatch, servers, name,
         ip4(name, servers)
     assert failure.value.errno == number
     assert time.monotonic() - began >= 0.3  # the third round waited; the others moved on at once
+
+
+def test_names_read_back_as_djbdns_reads_them():
+    assert dnsname.encode_name("we\\041rd\\045x.example") == b"\x07we!rd%x\x07example\x00"
+    assert dnsname.encode_name("a..b.") == b"\x01a\x01b\x00"
+    assert dnsname.encode_name("x\\.y") == b"\x03x.y\x00"
+    with pytest.raises(DNSError):
+        dnsname.encode_name("x" * 64 + ".example")

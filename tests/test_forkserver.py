@@ -212,9 +212,10 @@ def test_environment_with_dns_and_ident(start):
 
 
 def test_environment_paranoid(start):
-    client, liar = compare(start, ["-p", "-R", "env"], [CLIENT_IP, LIAR_IP], plain_env())
+    client, liar, odd = compare(start, ["-p", "-R", "env"], [CLIENT_IP, LIAR_IP, ODD_IP], plain_env())
     assert "TCPREMOTEHOST=client.example.com" in client
     assert not any(line.startswith("TCPREMOTEHOST=") for line in liar)
+    assert "TCPREMOTEHOST=we\\041rd\\045x.example" in odd  # the escaped name, looked up unescaped
 
 
 RULES = """\

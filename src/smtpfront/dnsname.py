@@ -71,7 +71,35 @@ def _dotted_quads(text: str, limit: int = 16) -> list[str]:
 
 
 def encode_name(name: str) -> bytes:
-    labels = [label for label in name.encode("latin-1").split(b".") if label]
+    """A name in DNS wire form, read as djbdns' dns_domain_fromdot reads it: `\\ooo` and `\\c` escapes,
+    empty labels skipped, a label longer than 63 bytes an error."""
+    labels: list[bytes] = []
+    label = bytearray()
+    data = name.encode("latin-1")
+    i = 0
+    while i < len(data):
+        ch = data[i]
+        i += 1
+        if ch == 46:  # .
+            if label:
+                labels.append(bytes(label))
+                label.clear()
+            continue
+        if ch == 92 and i < len(data):  # backslash
+            ch = data[i]
+            i += 1
+            if 48 <= ch <= 55:
+                ch -= 48
+                for _ in range(2):
+                    if i < len(data) and 48 <= data[i] <= 55:
+                        ch = (ch << 3) + data[i] - 48
+                        i += 1
+                ch &= 255
+        if len(label) >= 63:
+            raise DNSError("label too long")
+        label.append(ch)
+    if label:
+        labels.append(bytes(label))
     return b"".join(bytes([len(label)]) + label for label in labels) + b"\0"
 
 
