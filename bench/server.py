@@ -38,8 +38,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from run import PASSWORD, start_cvm  # the common harness (bench/run.py)
+
 BIN = Path(sys.executable).parent
-PASSWORD = "bench-Passw0rd"
 C_PROGRAM = "/usr/sbin/smtpfront-qmail"
 OPTIONS = ["-c", "40", "-b", "100", "-l", "mx.example", "-R", "-H"]
 STAND_IN_C = "#include <unistd.h>\nint main(void) { char b[65536];\n" \
@@ -57,16 +58,6 @@ def stand_in(tmp: Path) -> str:
     (tmp / "qq").write_text("#!/bin/sh\ncat >/dev/null && exec cat <&1 >/dev/null\n")
     (tmp / "qq").chmod(0o755)
     return str(tmp / "qq")
-
-
-def start_cvm(tmp: Path) -> tuple[subprocess.Popen, str]:
-    (tmp / "pw").write_text(f"demo:{PASSWORD}:1000:1000:Demo:/:/bin/sh\n")
-    sock = tmp / "cvm.sock"
-    proc = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env={**os.environ, "CVM_PWFILE_PATH": str(tmp / "pw")},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not sock.exists():
-        time.sleep(0.01)
-    return proc, f"cvm-local:{sock}"
 
 
 def certificate(tmp: Path) -> dict[str, str]:
