@@ -169,9 +169,14 @@ def throughput(servers: list[Service], rounds: int, sessions: int) -> dict[str, 
             rates[s.name].append(rate)
             failed[s.name] += failures
     print(f"sessions/s, 40 clients, {sessions} sessions a round, {rounds} rounds: median (min..max); "
-          "server-side CPU per session (ms, the server and all it started)")
+          "server-side CPU per session (ms, the server and all it started); against C round by round")
     for name, values in rates.items():
-        print(f"  {name:9} {spread(values):>22}   CPU {spread(cpu[name], 1000, 2)}"
+        against = ""
+        if "C" in rates and name != "C":
+            ratios = [mine / theirs for mine, theirs in zip(values, rates["C"], strict=True)]
+            cpu_ratios = [mine / theirs for mine, theirs in zip(cpu[name], cpu["C"], strict=True)]
+            against = f"   x C: rate {spread(ratios, 1, 2)}, CPU {spread(cpu_ratios, 1, 2)}"
+        print(f"  {name:9} {spread(values):>18}   CPU {spread(cpu[name], 1000, 2)}{against}"
               + (f"   {failed[name]} failed" if failed[name] else ""))
     return rates
 
@@ -311,8 +316,8 @@ def starttls(env: dict[str, str], tls_env: dict[str, str], runs: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--sessions", type=int, default=400, help="sessions a round in the throughput test")
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--sessions", type=int, default=300, help="sessions a round in the throughput test")
     p.add_argument("--latency-runs", type=int, default=200)
     p.add_argument("--idle", type=int, default=500)
     p.add_argument("--tls-runs", type=int, default=100)

@@ -611,3 +611,24 @@ def test_starttls_in_the_child_and_a_renewed_certificate_is_used(start, base_env
         (live / f"{path.name}.new").rename(live / path.name)
     assert served_certificate(server.port) == pem_to_der(second[0])
     assert "TLS started: TLSv1.3" in server.wait_log("TLS started")
+
+
+def test_a_program_that_cannot_be_loaded_is_run_per_connection(start, base_env, tmp_path):
+    """A broken installation: the server says so, executes the program instead, and keeps serving."""
+    import shutil
+    import sys
+
+    import smtpfront
+    from smtpfront.launchers import write_launchers
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(smtpfront.__file__).parent, site / "smtpfront")
+    (site / "smtpfront" / "handlers" / "counters.py").write_text("def broken(:\n")
+    write_launchers(tmp_path, sys.executable, str(site))
+    server = start(str(tmp_path / "smtpfront-server"), "-v", "-R", "-H", "-l", "x", str(tmp_path / "smtpfront-qmail"),
+                   env=base_env)
+    assert "SyntaxError" in server.wait_log("tcpserver: warning: cannot load ")
+    for _ in range(2):
+        assert server.talk() == b""  # the executed program fails as it would under tcpserver
+    server.wait_ends(2)
+    assert server.proc.poll() is None

@@ -667,6 +667,8 @@ class Server:
         change_environ(changes)
         try:
             code = run_program(self.options.program)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
         except BaseException as e:  # noqa: BLE001 - the child ends here, with a log line, not a traceback
             self.log.error(PREFIX + b"warning: " + self.options.program[0].encode() + b": "
                            + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
@@ -706,8 +708,13 @@ def main(argv: list[str] | None = None) -> int:
     posix.close(null)
     server.in_process = in_process_name(options.program, environ)
     if server.in_process is not None:
-        preload(options.program, {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
-                                  for k, v in environ.items()})
+        try:
+            preload(options.program, {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
+                                      for k, v in environ.items()})
+        except Exception as e:  # noqa: BLE001 - still a server: the program is executed per connection
+            log.error(PREFIX + b"warning: cannot load " + options.program[0].encode("utf-8", "surrogateescape")
+                      + f" here ({type(e).__name__}: {e}); running it as a program".encode("utf-8", "replace"))
+            server.in_process = None
     gc.freeze()  # what the children share is never touched by their collections
     server.loop()
     return 0
