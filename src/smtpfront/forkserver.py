@@ -111,28 +111,26 @@ def parse(argv: list[str], environ: dict[bytes, bytes]) -> Options:
     return o
 
 
+# flag -> (option, value) for the flags that take no argument
+FLAGS = {"d": ("delay", True), "D": ("delay", False), "v": ("verbosity", 2), "q": ("verbosity", 0),
+         "Q": ("verbosity", 1), "h": ("remote_host", True), "H": ("remote_host", False), "r": ("remote_info", True),
+         "R": ("remote_info", False), "p": ("paranoid", True), "P": ("paranoid", False),
+         "o": ("kill_ip_options", False), "O": ("kill_ip_options", True), "1": ("print_port", True),
+         "X": ("allow_no_rules", True)}
+# flag -> (option, smallest value) for the numbers
+NUMBERS = {"c": ("limit", 1), "b": ("backlog", 0), "t": ("timeout", 0), "u": ("uid", 0), "g": ("gid", 0)}
+
+
 def _apply(o: Options, flag: str, value: str, environ: dict[bytes, bytes]) -> None:
-    simple = {"d": ("delay", True), "D": ("delay", False), "v": ("verbosity", 2), "q": ("verbosity", 0),
-              "Q": ("verbosity", 1), "h": ("remote_host", True), "H": ("remote_host", False),
-              "r": ("remote_info", True), "R": ("remote_info", False), "p": ("paranoid", True),
-              "P": ("paranoid", False), "o": ("kill_ip_options", False), "O": ("kill_ip_options", True),
-              "1": ("print_port", True), "X": ("allow_no_rules", True)}
-    if flag in simple:
-        setattr(o, *simple[flag])
-    elif flag == "c":
-        o.limit = _number(flag, value, 1)
-    elif flag == "b":
-        o.backlog = _number(flag, value)
-    elif flag == "t":
-        o.timeout = _number(flag, value)
-    elif flag == "u":
-        o.uid = _number(flag, value)
-    elif flag == "g":
-        o.gid = _number(flag, value)
+    if flag in FLAGS:
+        setattr(o, *FLAGS[flag])
+    elif flag in NUMBERS:
+        name, minimum = NUMBERS[flag]
+        setattr(o, name, _number(flag, value, minimum))
     elif flag == "U":  # as envuidgid left them; a missing variable leaves the setting alone
-        for name, attr in ((b"UID", "uid"), (b"GID", "gid")):
-            if name in environ:
-                setattr(o, attr, _number(flag, environ[name].decode("latin-1")))
+        for variable, name in ((b"UID", "uid"), (b"GID", "gid")):
+            if variable in environ:
+                setattr(o, name, _number(flag, environ[variable].decode("latin-1")))
     elif flag == "x":
         o.rules = value
     elif flag == "B":
