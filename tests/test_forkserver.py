@@ -271,7 +271,7 @@ def test_crashing_programs_do_not_take_the_server_down(start):
 
 def test_privileges_dropped_as_tcpserver_drops_them(start):
     [ids] = compare(start, ["-R", "-H", "-l", "x", "-u", "65534", "-g", "65533", "id"], ["127.0.0.1"], plain_env())
-    assert ids == ["uid=65534(nobody) gid=65533 groups=65533"]
+    assert re.fullmatch(r"uid=65534\(\w+\) gid=65533(\(\w+\))? groups=65533(\(\w+\))?", ids[0])  # no other group
     [ids] = compare(start, ["-R", "-H", "-l", "x", "-U", "id"], ["127.0.0.1"], plain_env(UID="65534", GID="65534"))
     assert ids[0].startswith("uid=65534(nobody) gid=65534(nogroup)")
 
