@@ -2,7 +2,8 @@
 
     smtpfront-conf ACCOUNT LOGACCOUNT DIR [options]
 
-DIR gets `run` (envdir, envuidgid, softlimit, tcpserver), `log/run` (multilog
+DIR gets `run` (envdir, envuidgid, softlimit, tcpserver or, with --server,
+smtpfront-server in its place), `log/run` (multilog
 or svlogd), `env/` (one file per variable), `tcp` (tcprules source: relay for
 localhost) with a Makefile compiling it to `tcp.cdb`.  Point svscan (or
 runsvdir) at DIR with a symlink to start it.
@@ -50,9 +51,14 @@ exec 2>&1
 exec envdir ./env \\
   envuidgid {a.account} \\
   softlimit -m {a.memory} \\
-  tcpserver -v -PR -U -l {a.hostname} -c {a.concurrency} -x tcp.cdb -- {a.ip} {a.port} \\
+  {ucspi_server(a)} -v -PR -U -l {a.hostname} -c {a.concurrency} -x tcp.cdb -- {a.ip} {a.port} \\
   {program}
 """
+
+
+def ucspi_server(a: argparse.Namespace) -> str:
+    """tcpserver, or smtpfront-server (the same options; our programs preloaded) with --server."""
+    return str(Path(a.bin) / "smtpfront-server") if a.server else "tcpserver"
 
 
 def runit_run(a: argparse.Namespace, program: str) -> str:
@@ -61,7 +67,7 @@ def runit_run(a: argparse.Namespace, program: str) -> str:
 # Variables for the program are in ./env; relay rules in ./tcp (run make after editing).
 exec 2>&1
 exec chpst -e ./env -U {a.account} -m {a.memory} \\
-  tcpserver -v -PR -U -l {a.hostname} -c {a.concurrency} -x tcp.cdb -- {a.ip} {a.port} \\
+  {ucspi_server(a)} -v -PR -U -l {a.hostname} -c {a.concurrency} -x tcp.cdb -- {a.ip} {a.port} \\
   {program}
 """
 
@@ -140,6 +146,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smtps", action="store_true", help="implicit TLS (port 465)")
     p.add_argument("--runit", action="store_true", help="write chpst/svlogd scripts for runit")
     p.add_argument("-V", "--version", action="version", version=f"smtpfront-conf {__version__}")
+    p.add_argument("--server", action="store_true",
+                   help="run smtpfront-server in tcpserver's place (the program loaded once, a fork per connection)")
     return p
 
 

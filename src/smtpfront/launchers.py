@@ -1,4 +1,4 @@
-"""smtpfront-launchers DIR: write start-up-lean launchers for the three programs into DIR.
+"""smtpfront-launchers DIR: write start-up-lean launchers for the programs into DIR.
 
 pip's console scripts start the interpreter with `site`, which costs about 2 ms on
 every connection (it scans site-packages and runs .pth files).  These launchers run
@@ -15,23 +15,26 @@ from pathlib import Path
 
 from .programs import FRONT_ENDS
 
-PROGRAMS = ["mailfront", *FRONT_ENDS]
+# name -> (module, function): the front ends' functions are named after them
+PROGRAMS = {name: ("programs", name.replace("-", "_")) for name in ("mailfront", *FRONT_ENDS)}
+PROGRAMS["smtpfront-server"] = ("forkserver", "main")
 
 TEMPLATE = """#!{python} -IS
 # {name}, started without site (-I -S); written by smtpfront-launchers
 import sys
 sys.path.append({package_parent!r})  # after the standard library: nothing there can shadow it
-from smtpfront.programs import main
-main({name!r})
+from smtpfront.{module} import {function}
+sys.exit({function}())
 """
 
 
 def write_launchers(directory: Path, python: str, package_parent: str) -> list[Path]:
     written = []
-    for name in PROGRAMS:
+    for name, (module, function) in PROGRAMS.items():
         path = directory / name
         tmp = directory / f".{name}.tmp"
-        tmp.write_text(TEMPLATE.format(python=python, name=name, package_parent=package_parent))
+        tmp.write_text(TEMPLATE.format(python=python, name=name, package_parent=package_parent, module=module,
+                                      function=function))
         tmp.chmod(0o755)
         os.replace(tmp, path)  # a running tcpserver never sees a half-written file
         written.append(path)

@@ -102,6 +102,48 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
         log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
 
 
+def preload(argv: list[str], environ: dict[str, str]) -> None:
+    """Import everything a session of this program uses, once (smtpfront-server, before its first fork).
+
+    The protocol, the back end and the plugins of its list, the modules their
+    settings call for, and the TLS context (tls.server_context keeps it while
+    the certificate and key files are the same).  A name that can't be
+    loaded raises registry.LoadError, as the session itself would answer.
+    """
+    import select  # noqa: F401
+    import time  # noqa: F401
+
+    from . import log, pipeline, registry, session, transport  # noqa: F401
+    from .config import Settings
+
+    parsed = command_line(argv[0].rpartition("/")[2], argv[1:])
+    if parsed is None:
+        return
+    protocol, backend, lists = parsed
+    registry.protocol(protocol)
+    registry.backend(backend)
+    settings = Settings.from_environ(environ)
+    registry.plugins(registry.plugin_names([*lists, settings.plugins or ""]))
+    if settings.mailrules:
+        from . import mailrules  # noqa: F401
+    if settings.patterns:
+        from . import patterns  # noqa: F401
+    if settings.cvm_plain or settings.cvm_login or settings.cvm_cram_md5 or settings.cvm_lookup:
+        from . import cvm, sasl  # noqa: F401
+    if settings.auth_throttle_dir:
+        from . import throttle  # noqa: F401
+    if settings.proxy_protocol:
+        from . import proxy  # noqa: F401
+    if settings.tls_certfile:
+        from . import tls
+
+        try:  # built here once; a child that finds the files changed builds its own
+            tls.server_context(settings.tls_certfile, settings.tls_keyfile, settings.tls_ciphers,
+                               settings.tls_min_version)
+        except (OSError, ValueError):
+            pass  # the session says why, in its log, when a client asks for TLS
+
+
 def _internal_error(protocol, e: Exception, log):
     import traceback
 

@@ -1,0 +1,356 @@
+"""smtpfront-server against C mailfront under tcpserver, side by side in one run.
+
+    python bench/server.py [--rounds N] [--sessions N] [--idle N]
+
+Three ways to serve port 587, started together and measured in turn (A B C A B C ...):
+
+    C            tcpserver -c 40 -b 100 -l mx.example -R -H ... /usr/sbin/smtpfront-qmail
+    server       smtpfront-server, same options ... smtpfront-qmail (run in the forked child)
+    per-conn     tcpserver, same options ... smtpfront-qmail (a new interpreter per connection)
+
+and reports, each as the median with min..max over the rounds:
+
+  - sessions/s with 40 parallel clients (EHLO, MAIL, RCPT, DATA, QUIT, pipelined);
+  - the latency of a full AUTH session, one client, each reply awaited (EHLO, AUTH PLAIN checked by a
+    real cvm-pwfile, MAIL, RCPT, DATA, QUIT): p50 and p99;
+  - private memory per idle session: USS (Private_Clean + Private_Dirty) and PSS from
+    /proc/PID/smaps_rollup, with N sessions connected and greeted (default 500);
+  - the STARTTLS increment in smtpfront-server: EHLO/STARTTLS/EHLO/QUIT against EHLO/QUIT (the
+    client's half of the handshake is in the figure too).
+
+qmail-queue is a stand-in that reads all of fd 0 and then all of fd 1 and exits 0 (compiled with cc
+when there is one, else `sh` and `cat`): a stand-in that exits without reading makes the sender's
+write fail, and a 451 for that is right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from run import PASSWORD, start_cvm  # the common harness (bench/run.py)
+
+BIN = Path(sys.executable).parent
+C_PROGRAM = "/usr/sbin/smtpfront-qmail"
+OPTIONS = ["-c", "40", "-b", "100", "-l", "mx.example", "-R", "-H"]
+STAND_IN_C = "#include <unistd.h>\nint main(void) { char b[65536];\n" \
+             "  while (read(0, b, sizeof b) > 0) ; while (read(1, b, sizeof b) > 0) ; return 0; }\n"
+PIPELINED = (b"EHLO bench\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\n"
+             b"Subject: x\r\n\r\n" + b"hello world, this is a short message\r\n" * 20 + b".\r\nQUIT\r\n")
+
+
+def stand_in(tmp: Path) -> str:
+    """A qmail-queue that reads everything it is given, then exits 0."""
+    if shutil.which("cc"):
+        (tmp / "qq.c").write_text(STAND_IN_C)
+        if subprocess.run(["cc", "-O2", "-o", str(tmp / "qq"), str(tmp / "qq.c")]).returncode == 0:
+            return str(tmp / "qq")
+    (tmp / "qq").write_text("#!/bin/sh\ncat >/dev/null && exec cat <&1 >/dev/null\n")
+    (tmp / "qq").chmod(0o755)
+    return str(tmp / "qq")
+
+
+def certificate(tmp: Path) -> dict[str, str]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
+                   check=True, capture_output=True)
+    return {"TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}
+
+
+class Service:
+    """One UCSPI server on 127.0.0.1, on the port it chose (-1)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.port = int(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def services(env: dict[str, str], extra: list[str] | None = None, which: tuple[str, ...] = ("C", "server", "per-conn"),
+             ) -> list[Service]:
+    options = [*OPTIONS, *(extra or [])]
+    argv = {
+        "C": ["tcpserver", "-1", *options, "127.0.0.1", "0", C_PROGRAM],
+        "server": [str(BIN / "smtpfront-server"), "-1", *options, "127.0.0.1", "0", str(BIN / "smtpfront-qmail")],
+        "per-conn": ["tcpserver", "-1", *options, "127.0.0.1", "0", str(BIN / "smtpfront-qmail")],
+    }
+    return [Service(name, argv[name], env) for name in which if name != "C" or os.path.exists(C_PROGRAM)]
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
+    return (f"{statistics.median(values) * scale:.{digits}f} "
+            f"({min(values) * scale:.{digits}f}..{max(values) * scale:.{digits}f})")
+
+
+# -- throughput ---------------------------------------------------------------------
+
+
+def sessions_per_second(port: int, sessions: int, clients: int = 40) -> tuple[float, int]:
+    """`sessions` pipelined sessions, `clients` at a time, from one event loop (cheaper than threads:
+    the clients share the two processors with the servers); the rate and the number that failed."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    started = failures = done = 0
+    replies: dict[socket.socket, bytearray] = {}
+
+    def connect() -> None:
+        nonlocal started
+        conn = socket.socket()
+        conn.setblocking(False)
+        conn.connect_ex(("127.0.0.1", port))
+        replies[conn] = bytearray()
+        sel.register(conn, selectors.EVENT_WRITE)
+        started += 1
+
+    begin = time.perf_counter()
+    for _ in range(min(clients, sessions)):
+        connect()
+    while done < sessions:
+        for key, events in sel.select():
+            conn = key.fileobj
+            if events & selectors.EVENT_WRITE:
+                conn.sendall(PIPELINED)  # small: fits in the socket buffer
+                sel.modify(conn, selectors.EVENT_READ)
+                continue
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                chunk = b""
+            if chunk:
+                replies[conn] += chunk
+                continue
+            reply = replies.pop(conn)
+            sel.unregister(conn)
+            conn.close()
+            done += 1
+            if not (b"250 2.6.0" in reply and b"221 " in reply):
+                failures += 1
+            if started < sessions:
+                connect()
+    sel.close()
+    return sessions / (time.perf_counter() - begin), failures
+
+
+def cpu_seconds(pid: int) -> float:
+    """The server's processor time and that of every child it has reaped (and theirs): utime+stime+cutime+cstime."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(servers: list[Service], rounds: int, sessions: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {s.name: [] for s in servers}
+    cpu: dict[str, list[float]] = {s.name: [] for s in servers}
+    failed = {s.name: 0 for s in servers}
+    for s in servers:  # warm-up: page cache, first imports
+        sessions_per_second(s.port, 40)
+    for _ in range(rounds):
+        for s in servers:
+            before = cpu_seconds(s.proc.pid)
+            rate, failures = sessions_per_second(s.port, sessions)
+            time.sleep(0.2)  # the last children reaped
+            cpu[s.name].append((cpu_seconds(s.proc.pid) - before) / sessions)
+            rates[s.name].append(rate)
+            failed[s.name] += failures
+    print(f"sessions/s, 40 clients, {sessions} sessions a round, {rounds} rounds: median (min..max); "
+          "server-side CPU per session (ms, the server and all it started); against C round by round")
+    for name, values in rates.items():
+        against = ""
+        if "C" in rates and name != "C":
+            ratios = [mine / theirs for mine, theirs in zip(values, rates["C"], strict=True)]
+            cpu_ratios = [mine / theirs for mine, theirs in zip(cpu[name], cpu["C"], strict=True)]
+            against = f"   x C: rate {spread(ratios, 1, 2)}, CPU {spread(cpu_ratios, 1, 2)}"
+        print(f"  {name:9} {spread(values):>18}   CPU {spread(cpu[name], 1000, 2)}{against}"
+              + (f"   {failed[name]} failed" if failed[name] else ""))
+    return rates
+
+
+# -- latency of a full AUTH session --------------------------------------------------
+
+
+def auth_session(port: int, plain: bytes) -> float:
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        f = conn.makefile("rwb")
+
+        def reply() -> bytes:
+            while (line := f.readline())[3:4] == b"-":
+                pass
+            return line
+
+        assert reply().startswith(b"220")
+        for command, code in ((b"EHLO bench", b"250"), (b"AUTH PLAIN " + plain, b"235"),
+                              (b"MAIL FROM:<demo@b.example>", b"250"), (b"RCPT TO:<u@elsewhere.example>", b"250"),
+                              (b"DATA", b"354"),
+                              (b"Subject: x\r\n\r\n" + b"hello world, this is a short message\r\n" * 20 + b".", b"250"),
+                              (b"QUIT", b"221")):
+            f.write(command + b"\r\n")
+            f.flush()
+            line = reply()
+            assert line.startswith(code), line
+    return time.perf_counter() - start
+
+
+def latency(servers: list[Service], runs: int) -> dict[str, list[float]]:
+    plain = base64.b64encode(f"\0demo\0{PASSWORD}".encode())
+    times: dict[str, list[float]] = {s.name: [] for s in servers}
+    for s in servers:
+        auth_session(s.port, plain)
+    for _ in range(runs):
+        for s in servers:
+            times[s.name].append(auth_session(s.port, plain))
+    print(f"full AUTH session, one client, {runs} sessions each, interleaved: p50, p99, min..max (ms)")
+    for name, values in times.items():
+        p99 = statistics.quantiles(values, n=100)[98]
+        print(f"  {name:9} p50 {statistics.median(values) * 1000:6.2f}  p99 {p99 * 1000:6.2f}  "
+              f"({min(values) * 1000:.2f}..{max(values) * 1000:.2f})")
+    return times
+
+
+# -- memory of idle sessions --------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def rollup(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        fields = dict(line.split(":", 1) for line in f if ":" in line and not line.startswith(("0", "5", "7")))
+    kb = {k.strip(): int(v.split()[0]) for k, v in fields.items() if v.strip().endswith("kB")}
+    return {"uss": kb["Private_Clean"] + kb["Private_Dirty"], "pss": kb["Pss"], "rss": kb["Rss"]}
+
+
+def idle_memory(env: dict[str, str], count: int) -> None:
+    print(f"memory of {count} idle sessions (connected, greeted, waiting), per session: median (min..max) kB")
+    extra = ["-c", str(count + 10), "-b", str(count + 10)]
+    for s in services(env, extra, which=("C", "server")):
+        conns = []
+        try:
+            for _ in range(count):
+                conn = socket.create_connection(("127.0.0.1", s.port))
+                conns.append(conn)
+            for conn in conns:
+                conn.recv(100)  # the greeting: the session is set up and waiting
+            time.sleep(0.5)
+            pids = children(s.proc.pid)
+            figures = [rollup(pid) for pid in pids]
+            server = rollup(s.proc.pid)
+        finally:
+            for conn in conns:
+                conn.close()
+            s.stop()
+        uss = [f["uss"] for f in figures]
+        pss = [f["pss"] for f in figures]
+        print(f"  {s.name:9} {len(pids)} sessions: USS {spread(uss)}  PSS {spread(pss)}  "
+              f"(the server itself: USS {server['uss']}, RSS {server['rss']})")
+
+
+# -- STARTTLS ---------------------------------------------------------------------------
+
+
+def tls_session(port: int, context: ssl.SSLContext | None) -> float:
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        f = conn.makefile("rwb")
+
+        def command(line: bytes) -> None:
+            f.write(line)
+            f.flush()
+            while f.readline()[3:4] == b"-":
+                pass
+
+        f.readline()
+        command(b"EHLO bench\r\n")
+        if context is not None:
+            command(b"STARTTLS\r\n")
+            f.close()
+            tls = context.wrap_socket(conn, server_hostname="localhost")
+            f = tls.makefile("rwb")
+            command(b"EHLO bench\r\n")
+        command(b"QUIT\r\n")
+        f.close()
+    return time.perf_counter() - start
+
+
+def starttls(env: dict[str, str], tls_env: dict[str, str], runs: int) -> None:
+    client = ssl.create_default_context(cafile=tls_env["TLS_CERTFILE"])
+    print(f"STARTTLS increment, {runs} runs each, interleaved: EHLO/QUIT vs EHLO/STARTTLS/EHLO/QUIT, median (ms)")
+    for s in services({**env, **tls_env}, which=("server", "per-conn")):
+        plain, tls = [], []
+        tls_session(s.port, client)
+        for _ in range(runs):
+            plain.append(tls_session(s.port, None))
+            tls.append(tls_session(s.port, client))
+        s.stop()
+        increments = [t - p for p, t in zip(plain, tls, strict=True)]
+        print(f"  {s.name:9} plain {statistics.median(plain) * 1000:6.2f}  with STARTTLS "
+              f"{statistics.median(tls) * 1000:6.2f}  increment {spread(increments, 1000, 2)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--sessions", type=int, default=300, help="sessions a round in the throughput test")
+    p.add_argument("--latency-runs", type=int, default=200)
+    p.add_argument("--idle", type=int, default=500)
+    p.add_argument("--tls-runs", type=int, default=100)
+    p.add_argument("--only", choices=("throughput", "latency", "memory", "starttls"), action="append",
+                   help="run only this part (may be repeated)")
+    a = p.parse_args()
+    parts = set(a.only or ("throughput", "latency", "memory", "starttls"))
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "control").mkdir()
+        (tmp / "control" / "rcpthosts").write_text("example.org\n")
+        cvm, module = start_cvm(tmp)
+        env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp), "QMAILQUEUE": stand_in(tmp),
+               "CVM_SASL_PLAIN": module}
+        try:
+            if parts & {"throughput", "latency"}:
+                servers = services(env)
+                try:
+                    if "throughput" in parts:
+                        throughput(servers, a.rounds, a.sessions)
+                    if "latency" in parts:
+                        latency(servers, a.latency_runs)
+                finally:
+                    for s in servers:
+                        s.stop()
+            if "memory" in parts:
+                idle_memory(env, a.idle)
+            if "starttls" in parts:
+                starttls(env, certificate(tmp), a.tls_runs)
+        finally:
+            cvm.kill()
+            cvm.wait()
+
+
+if __name__ == "__main__":
+    main()

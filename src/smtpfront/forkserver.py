@@ -1,0 +1,641 @@
+"""smtpfront-server: tcpserver's job, with the smtpfront programs loaded once.
+
+    smtpfront-server [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ]
+        [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program [arg ...]
+
+A drop-in for the `tcpserver` line of a run script: the same options with the
+same meaning (ucspi-tcp 0.88), the same environment for the program, the same
+tcprules cdb, the same `-v` log lines.  The difference is inside: when PROGRAM
+is one of the smtpfront programs, the server imports it once, before the first
+connection, and each connection's child runs it in the forked process instead
+of starting a new interpreter.  Any other PROGRAM is executed, as tcpserver
+does.
+
+Every line the server itself logs starts `tcpserver: `, as tcpserver's do, so
+that log parsers keep working; only the command-line complaints name
+smtpfront-server.
+"""
+
+from __future__ import annotations
+
+import _signal as signal  # not `signal` and `socket`: their Python wrappers run code in each child, and
+import _socket as socket  # every page a child writes (refcounts included) is a page it no longer shares
+import posix
+import select
+import sys
+
+from . import programs
+from .config import process_environ
+from .programs import FRONT_ENDS
+
+PREFIX = b"tcpserver: "
+DROP = b"tcpserver: warning: dropping connection, "
+FATAL = b"tcpserver: fatal: "
+OPTIONS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO"  # tcpserver's getopt string
+USAGE = ("usage: smtpfront-server [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] "
+         "[ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program")
+
+# The programs run in the forked child instead of being executed: name -> back end.
+IN_PROCESS = frozenset(("mailfront", *FRONT_ENDS))
+
+# djb's error_str() texts, which tcpserver's messages carry; others fall back to strerror.
+ERROR_TEXTS = {
+    "ENOENT": "file does not exist", "EACCES": "access denied", "EPERM": "permission denied",
+    "EADDRINUSE": "address already used", "EADDRNOTAVAIL": "address not available", "ENOEXEC": "exec format error",
+    "EISDIR": "is a directory", "ENOTDIR": "not a directory", "EMFILE": "process cannot open more files",
+    "ENFILE": "system cannot open more files", "ENOMEM": "out of memory", "EAGAIN": "temporary failure",
+    "EINVAL": "invalid argument", "EIO": "input/output error", "ETXTBSY": "text busy", "ELOOP": "symbolic link loop",
+    "ENAMETOOLONG": "file name too long", "E2BIG": "argument list too long", "ETIMEDOUT": "timed out",
+    "ECONNREFUSED": "connection refused",
+}
+
+
+class UsageError(Exception):
+    """The command line is not one tcpserver would take."""
+
+
+class Options:
+    """The command line, with tcpserver's defaults."""
+
+    def __init__(self) -> None:
+        self.verbosity = 1  # 0 with -q, 2 with -v
+        self.limit = 40
+        self.backlog = 20
+        self.rules: str | None = None
+        self.allow_no_rules = False  # -X
+        self.banner = b""
+        self.uid = 0
+        self.gid = 0
+        self.local_name: bytes | None = None  # -l
+        self.remote_host = True  # -h / -H
+        self.paranoid = False  # -p / -P
+        self.remote_info = True  # -r / -R
+        self.timeout = 26  # -t, for the ident look-up
+        self.kill_ip_options = True  # -O / -o
+        self.delay = True  # -d / -D
+        self.print_port = False  # -1
+        self.host = ""
+        self.port = ""
+        self.program: list[str] = []
+
+
+def _number(flag: str, text: str, minimum: int = 0) -> int:
+    if not text.isdigit() or int(text) < minimum:
+        raise UsageError(f"-{flag} needs a number" + (f" of at least {minimum}" if minimum else "") + f": {text!r}")
+    return int(text)
+
+
+def parse(argv: list[str], environ: dict[bytes, bytes]) -> Options:
+    """tcpserver's options (getopt rules: clustered flags, `--`, the first non-option ends them)."""
+    o = Options()
+    args = list(argv)
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        i = 1
+        while i < len(arg):
+            flag = arg[i]
+            i += 1
+            where = OPTIONS.find(flag)
+            if flag == ":" or where < 0:
+                raise UsageError(f"illegal option -- {flag}")
+            value = ""
+            if OPTIONS[where + 1 : where + 2] == ":":
+                if i < len(arg):
+                    value, i = arg[i:], len(arg)
+                elif args:
+                    value = args.pop(0)
+                else:
+                    raise UsageError(f"option requires an argument -- {flag}")
+            _apply(o, flag, value, environ)
+    if len(args) < 3:
+        raise UsageError("")
+    o.host, o.port, o.program = args[0], args[1], args[2:]
+    return o
+
+
+# flag -> (option, value) for the flags that take no argument
+FLAGS = {"d": ("delay", True), "D": ("delay", False), "v": ("verbosity", 2), "q": ("verbosity", 0),
+         "Q": ("verbosity", 1), "h": ("remote_host", True), "H": ("remote_host", False), "r": ("remote_info", True),
+         "R": ("remote_info", False), "p": ("paranoid", True), "P": ("paranoid", False),
+         "o": ("kill_ip_options", False), "O": ("kill_ip_options", True), "1": ("print_port", True),
+         "X": ("allow_no_rules", True)}
+# flag -> (option, smallest value) for the numbers
+NUMBERS = {"c": ("limit", 1), "b": ("backlog", 0), "t": ("timeout", 0), "u": ("uid", 0), "g": ("gid", 0)}
+
+
+def _apply(o: Options, flag: str, value: str, environ: dict[bytes, bytes]) -> None:
+    if flag in FLAGS:
+        setattr(o, *FLAGS[flag])
+    elif flag in NUMBERS:
+        name, minimum = NUMBERS[flag]
+        setattr(o, name, _number(flag, value, minimum))
+    elif flag == "U":  # as envuidgid left them; a missing variable leaves the setting alone
+        for variable, name in ((b"UID", "uid"), (b"GID", "gid")):
+            if variable in environ:
+                setattr(o, name, _number(flag, environ[variable].decode("latin-1")))
+    elif flag == "x":
+        o.rules = value
+    elif flag == "B":
+        o.banner = value.encode("utf-8", "surrogateescape")
+    elif flag == "l":
+        o.local_name = value.encode("utf-8", "surrogateescape")
+
+
+# -- messages ------------------------------------------------------------------
+
+
+class Logger:
+    """tcpserver's messages on fd 2: errors unless -q, status lines with -v."""
+
+    def __init__(self, verbosity: int) -> None:
+        self.verbosity = verbosity
+
+    def __call__(self, line: bytes, level: int = 2) -> None:
+        if self.verbosity >= level:
+            try:
+                posix.write(2, line + b"\n")
+            except OSError:
+                pass
+
+    def error(self, line: bytes) -> None:
+        self(line, 1)
+
+
+def error_text(e: OSError) -> bytes:
+    import errno
+
+    name = errno.errorcode.get(e.errno or 0)
+    if name in ERROR_TEXTS:
+        return ERROR_TEXTS[name].encode()
+    if e.errno is None:  # ours, e.g. a truncated cdb: djb's cdb says "protocol error"
+        return b"protocol error"
+    return posix.strerror(e.errno).lower().encode()
+
+
+def safe(text: bytes) -> bytes:
+    """tcpserver's safecats: printable ASCII but `%` and `:`, at most 100 bytes, then `...`."""
+    out = bytes(c if 33 <= c <= 126 and c not in b"%:" else 63 for c in text[:100])
+    return out + b"..." if len(text) >= 100 else out
+
+
+# -- the environment -------------------------------------------------------------
+
+
+def pathexec_environ(base: list[bytes], changes: list[tuple[bytes, bytes | None]]) -> list[bytes]:
+    """The environment tcpserver hands on: its own, changed as pathexec() changes it.
+
+    Each change removes the first variable of that name (the last entry takes its
+    place) and appends NAME=value unless the value is None: the order, too, is tcpserver's.
+    """
+    env = list(base)
+    for name, value in changes:
+        prefix = name + b"="
+        for t, entry in enumerate(env):
+            if entry.startswith(prefix):
+                env[t] = env[-1]
+                env.pop()
+                break
+        if value is not None:
+            env.append(prefix + value)
+    return env
+
+
+class Connection:
+    """What the child learns about its client before PROGRAM starts (tcpserver's `doit`)."""
+
+    def __init__(self, sock: socket.socket, remote: tuple[str, int], options: Options, local_port: int,
+                 environ: dict[bytes, bytes], log: Logger) -> None:
+        self.sock = sock
+        self.options = options
+        self.environ = environ
+        self.log = log
+        self.remote_ip = remote[0].encode()
+        self.remote_port = b"%d" % remote[1]
+        self.local_port = b"%d" % local_port
+        self.local_ip = b""
+        self.local_host = options.local_name
+        self.remote_host: bytes | None = None
+        self.remote_info: bytes | None = None
+        self._servers: list[str] | None = None
+
+    def servers(self) -> list[str]:
+        if self._servers is None:
+            from .dnsname import resolvers
+
+            self._servers = resolvers(self.environ)
+        return self._servers
+
+    def prepare(self) -> tuple[bool, list[tuple[bytes, bytes | None]]]:
+        """(deny, the environment changes) for this connection; logs `ok` or `deny` with -v."""
+        o = self.options
+        pid = b"%d" % posix.getpid()
+        verbose = self.log.verbosity >= 2  # the lines are built only to be written
+        if verbose:
+            self.log(PREFIX + b"pid " + pid + b" from " + self.remote_ip)
+        if o.kill_ip_options:
+            try:
+                self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, b"")
+            except OSError:
+                pass
+        if not o.delay:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if o.banner:
+            try:
+                self.sock.sendall(o.banner)
+            except OSError as e:
+                self.drop(b"unable to print banner: " + error_text(e))
+        try:
+            self.local_ip = self.sock.getsockname()[0].encode()
+        except OSError as e:
+            self.drop(b"unable to get local address: " + error_text(e))
+        if self.local_host is None:
+            self.local_host = self._name(self.local_ip)
+        if o.remote_host:
+            self.remote_host = self._name(self.remote_ip)
+            if self.remote_host is not None and o.paranoid:
+                from .dnsname import DNSError, ip4
+
+                try:
+                    addresses = ip4(self.remote_host.decode("latin-1"), self.servers())
+                except DNSError:
+                    addresses = []
+                if self.remote_ip.decode() not in addresses:
+                    self.remote_host = None
+        if o.remote_info:
+            from .ident import remote_info
+
+            self.remote_info = remote_info(self.remote_ip.decode(), int(self.remote_port), self.local_ip.decode(),
+                                           int(self.local_port), o.timeout)
+        changes: list[tuple[bytes, bytes | None]] = [
+            (b"PROTO", b"TCP"), (b"TCPLOCALIP", self.local_ip), (b"TCPLOCALPORT", self.local_port),
+            (b"TCPLOCALHOST", self.local_host), (b"TCPREMOTEIP", self.remote_ip),
+            (b"TCPREMOTEPORT", self.remote_port), (b"TCPREMOTEHOST", self.remote_host),
+            (b"TCPREMOTEINFO", self.remote_info),
+        ]
+        deny = False
+        if o.rules is not None:
+            deny, variables = self.rules(o.rules)
+            changes += [(name, value) for name, value in variables if name]
+        if verbose:
+            self.log(PREFIX + (b"deny " if deny else b"ok ") + pid + b" " + safe(self.local_host or b"") + b":"
+                     + safe(self.local_ip) + b":" + safe(self.local_port) + b" " + safe(self.remote_host or b"")
+                     + b":" + safe(self.remote_ip) + b":" + safe(self.remote_info or b"") + b":"
+                     + safe(self.remote_port))
+        return deny, changes
+
+    def _name(self, ip: bytes) -> bytes | None:
+        """The PTR name; None when there is none or the look-up failed (tcpserver does not say which)."""
+        from .dnsname import DNSError, name4
+
+        try:
+            name = name4(ip.decode(), self.servers())
+        except DNSError:
+            return None
+        return name.encode("latin-1") or None
+
+    def rules(self, path: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        from .tcprules import instructions, lookup
+
+        try:
+            found = lookup(path, self.remote_ip, self.remote_host, self.remote_info)
+        except FileNotFoundError as e:
+            if not self.options.allow_no_rules:
+                self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
+            return False, []
+        except OSError as e:
+            self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
+        return instructions(found[1]) if found else (False, [])
+
+    def drop(self, why: bytes) -> None:
+        self.log.error(DROP + why)
+        posix._exit(111)
+
+
+# -- running PROGRAM --------------------------------------------------------------
+
+
+def find_program(name: str, path: bytes | None) -> str | None:
+    """The file pathexec() would run for `name` (first executable match on $PATH), or None."""
+    if "/" in name:
+        return name
+    for directory in (path or b"/bin:/usr/bin").decode("utf-8", "surrogateescape").split(":"):
+        candidate = f"{directory or '.'}/{name}"
+        if posix.access(candidate, posix.X_OK):
+            return candidate
+    return None
+
+
+def in_process_name(program: list[str], environ: dict[bytes, bytes]) -> str | None:
+    """PROGRAM's name when it is one of ours (then it runs in the child), else None (it is executed).
+
+    Ours means: one of the names in IN_PROCESS, and the file found on $PATH is a
+    smtpfront launcher or console script (C mailfront's programs of the same names are not).
+    """
+    name = program[0].rpartition("/")[2]
+    if name not in IN_PROCESS:
+        return None
+    path = find_program(program[0], environ.get(b"PATH"))
+    try:
+        with open(path or "", "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return None
+    return name if head.startswith(b"#!") and b"smtpfront." in head else None
+
+
+def startup_environ() -> list[bytes]:
+    """The environment this process was started with, in its order: what tcpserver would hand on.
+
+    Python adds to its own (LC_CTYPE, when it coerces the C locale); the kernel's
+    copy in /proc/self/environ is the original.
+    """
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            return [entry for entry in f.read().split(b"\0") if entry]
+    except OSError:
+        return [k + b"=" + v for k, v in posix.environ.items()]
+
+
+def change_environ(changes: list[tuple[bytes, bytes | None]]) -> None:
+    """Make tcpserver's changes to this process's environment: Python's view (os.environ, where
+    imported, is the same dict) and the C library's.
+
+    Only the changed entries are touched: every object the child frees or rewrites
+    is a page it no longer shares with the server.
+    """
+    environ = posix.environ
+    for name, value in changes:
+        if value is None:
+            if environ.pop(name, None) is not None:
+                posix.unsetenv(name)
+        else:
+            environ[name] = value
+            posix.putenv(name, value)
+
+
+def execute(program: list[str], env: list[bytes], path: bytes | None, log: Logger) -> None:
+    """Run PROGRAM as tcpserver's pathexec() does; returns only to say it could not.
+
+    A name without a slash is tried in each directory of the server's $PATH;
+    the error reported is the last one other than "file does not exist", if any.
+    """
+    import errno
+
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # Python ignores these; a program starts with the defaults
+        signal.signal(sig, signal.SIG_DFL)
+    argv = [arg.encode("utf-8", "surrogateescape") for arg in program]
+    environ = dict(entry.split(b"=", 1) for entry in env if b"=" in entry)
+    if b"/" in argv[0]:
+        files = [argv[0]]
+    else:
+        files = [(directory or b".") + b"/" + argv[0] for directory in (path or b"/bin:/usr/bin").split(b":")]
+    error: OSError = FileNotFoundError(errno.ENOENT, "")
+    for file in files:
+        try:
+            posix.execve(file, argv, environ)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                error = e
+                if e.errno not in (errno.EACCES, errno.EPERM, errno.EISDIR):
+                    break
+    log.error(DROP + b"unable to run " + argv[0] + b": " + error_text(error))
+
+
+# -- the server -----------------------------------------------------------------
+
+
+class Server:
+    """The listening socket, the children, and the loop between them."""
+
+    def __init__(self, options: Options, log: Logger, environ: dict[bytes, bytes]) -> None:
+        self.options = options
+        self.log = log
+        self.environ = environ  # the server's own, fixed at start (as tcpserver's)
+        self.exec_env = startup_environ()  # what an executed PROGRAM starts from
+        self.children = 0
+        self.in_process: str | None = None
+        self.sock: socket.socket | None = None
+        self.local_port = 0
+        self.wake_r = self.wake_w = -1
+
+    def fatal(self, why: bytes) -> None:
+        self.log.error(FATAL + why)
+        posix._exit(111)
+
+    def bind(self) -> None:
+        o = self.options
+        host = "0.0.0.0" if o.host in ("", "0") else o.host
+        if not all(c in "0123456789." for c in host):
+            from .dnsname import DNSError, ip4, resolvers
+
+            try:
+                addresses = ip4(host, resolvers(self.environ))
+            except DNSError as e:
+                self.fatal(b"temporarily unable to figure out IP address for " + host.encode() + b": "
+                           + error_text(e))
+            if not addresses:
+                self.fatal(b"no IP address for " + host.encode())
+            host = addresses[0]
+        if o.port.isdigit():
+            port = int(o.port) & 0xFFFF
+        else:
+            try:
+                port = socket.getservbyname(o.port, "tcp")
+            except OSError:
+                self.fatal(b"unable to figure out port number for " + o.port.encode())
+        try:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as e:
+            self.fatal(b"unable to create socket: " + error_text(e))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+        except OSError as e:
+            self.fatal(b"unable to bind: " + error_text(e))
+        self.local_port = sock.getsockname()[1]
+        try:
+            sock.listen(o.backlog)
+        except OSError as e:
+            self.fatal(b"unable to listen: " + error_text(e))
+        sock.setblocking(False)  # accept only what poll announced; a vanished client must not block the loop
+        self.sock = sock
+
+    def drop_privileges(self) -> None:
+        o = self.options
+        if o.gid:
+            try:
+                posix.setgroups([o.gid])
+                posix.setgid(o.gid)
+            except OSError as e:
+                self.fatal(b"unable to set gid: " + error_text(e))
+        if o.uid:
+            try:
+                posix.setuid(o.uid)
+            except OSError as e:
+                self.fatal(b"unable to set uid: " + error_text(e))
+
+    def catch_signals(self) -> None:
+        """SIGCHLD and SIGTERM only wake the loop (through a pipe); the loop does the work.
+
+        So nothing runs inside a handler, a child that ends while the server is
+        busy is reaped on the next turn, and several at once are all reaped.
+        """
+        self.wake_r, self.wake_w = posix.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            posix.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, _wake)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # like tcpserver: no traceback, just gone
+
+    def status(self) -> None:
+        if self.log.verbosity >= 2:
+            self.log(PREFIX + b"status: %d/%d" % (self.children, self.options.limit))
+
+    def reap(self) -> None:
+        while self.children:  # each turn: every child that has ended, however many signals came
+            try:
+                pid, wstat = posix.waitpid(-1, posix.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            self.log(PREFIX + b"end %d status %d" % (pid, wstat))
+            self.children -= 1
+            self.status()
+
+    def loop(self) -> None:
+        """Accept and fork until SIGTERM.
+
+        Each turn does as little as it can: every page the server writes after a
+        fork becomes a private copy in each child that still shares the old one.
+        """
+        assert self.sock is not None
+        listening, wake, limit = self.sock.fileno(), self.wake_r, self.options.limit
+        accept = self.sock._accept  # (fd, address): no socket object in the server
+        both, alone = [wake, listening], [wake]
+        self.status()
+        pause = None
+        while True:
+            ready = select.select(both if self.children < limit and pause is None else alone, [], [], pause)[0]
+            pause = None
+            if wake in ready:
+                try:
+                    signals = posix.read(wake, 512)
+                except BlockingIOError:
+                    signals = b""
+                if signal.SIGTERM in signals:
+                    self.sock.close()
+                    posix._exit(0)  # as tcpserver: running sessions go on by themselves
+                self.reap()
+            if listening in ready and self.children < limit:
+                try:
+                    fd, remote = accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    continue
+                except OSError:  # out of descriptors or buffers: wait a little instead of spinning
+                    pause = 0.1
+                    continue
+                self.fork(fd, remote)
+
+    def fork(self, fd: int, remote: tuple[str, int]) -> None:
+        self.children += 1  # counted before the fork, as tcpserver does
+        self.status()
+        try:
+            pid = posix.fork()
+        except OSError as e:
+            self.log.error(DROP + b"unable to fork: " + error_text(e))
+            self.children -= 1
+            self.status()
+        else:
+            if pid == 0:
+                try:
+                    self.child(fd, remote)
+                except BaseException as e:  # noqa: BLE001 - a log line, and never back into the parent's loop
+                    self.log.error(DROP + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
+                finally:
+                    posix._exit(111)
+        posix.close(fd)
+
+    def child(self, fd: int, remote: tuple[str, int]) -> None:
+        import gc
+
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        assert self.sock is not None
+        self.sock.close()
+        posix.close(self.wake_r)
+        posix.close(self.wake_w)
+        gc.enable()
+        conn = socket.socket(fileno=fd)
+        deny, changes = Connection(conn, remote, self.options, self.local_port, self.environ, self.log).prepare()
+        if deny:
+            posix._exit(100)
+        fd = conn.detach()
+        for target in (0, 1):
+            posix.dup2(fd, target)
+        if fd > 1:
+            posix.close(fd)
+        if self.in_process is None:
+            execute(self.options.program, pathexec_environ(self.exec_env, changes), self.environ.get(b"PATH"),
+                    self.log)
+            posix._exit(111)
+        change_environ(changes)
+        try:
+            code = programs.run(self.options.program, process_environ())
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        except BaseException as e:  # noqa: BLE001 - the child ends here, with a log line, not a traceback
+            self.log.error(PREFIX + b"warning: " + self.options.program[0].encode() + b": "
+                           + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
+            code = 111
+        programs.leave(code)
+
+
+def _wake(signum: int, frame: object) -> None:
+    """Nothing: the signal's number is already in the wake-up pipe."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    import gc
+
+    gc.disable()  # no collections in the server: the objects children share stay untouched
+    args = sys.argv[1:] if argv is None else argv
+    environ = dict(posix.environ)
+    try:
+        options = parse(args, environ)
+    except UsageError as e:
+        for line in (f"smtpfront-server: {e}" if str(e) else "", f"smtpfront-server: {USAGE}"):
+            if line:
+                posix.write(2, line.encode() + b"\n")
+        return 100
+    log = Logger(options.verbosity)
+    server = Server(options, log, environ)
+    server.catch_signals()
+    server.bind()
+    server.drop_privileges()
+    if options.print_port:
+        posix.write(1, b"%d\n" % server.local_port)
+    null = posix.open("/dev/null", posix.O_RDWR)
+    for fd in (0, 1):  # as tcpserver closes them: the service's stdin/stdout are not the children's
+        posix.dup2(null, fd)
+    posix.close(null)
+    server.in_process = in_process_name(options.program, environ)
+    if server.in_process is not None:
+        try:
+            programs.preload(options.program, process_environ())
+        except Exception as e:  # noqa: BLE001 - still a server: the program is executed per connection
+            log.error(PREFIX + b"warning: cannot load " + options.program[0].encode("utf-8", "surrogateescape")
+                      + f" here ({type(e).__name__}: {e}); running it as a program".encode("utf-8", "replace"))
+            server.in_process = None
+    gc.freeze()  # what the children share is never touched by their collections
+    server.loop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
