@@ -170,10 +170,10 @@ def session_bench(setup: Setup) -> None:
     programs = {"bare python": [sys.executable, "-I", "-S", "-c", "pass"], "smtpfront": prog}
     if c_available(C_QMAIL):
         programs["C mailfront"] = [C_QMAIL]
-    imports = (f"import sys; sys.path.append({str(SRC)!r}); import smtpfront.cli, smtpfront.server, smtpfront.sasl, "
-               "smtpfront.backends.qmail, smtpfront.handlers.check_fqdn, smtpfront.handlers.counters, "
-               "smtpfront.handlers.qmail_validate, smtpfront.handlers.received, smtpfront.handlers.relayclient, "
-               "select, posix; posix._exit(0)")  # leaving as the programs do, without teardown
+    imports = (f"import sys; sys.path.append({str(SRC)!r}); "
+               "from smtpfront import programs, registry, pipeline, session, config, log, transport, sasl, cvm; "
+               "registry.protocol('smtp'), registry.backend('qmail'), registry.plugins(programs.SMTP_QMAIL_PLUGINS); "
+               "import select, posix; posix._exit(0)")  # leaving as the programs do, without teardown
     steps = {  # each adds one part of the full session
         "+ importing our modules": ([sys.executable, "-I", "-S", "-c", imports], b""),
         "+ EHLO/QUIT": (prog, b"EHLO bench\r\nQUIT\r\n"),
