@@ -41,6 +41,8 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/rules.py
+	$(BIN)/python bench/server.py
 	$(BIN)/python bench/softlimit.py
 
 clean:

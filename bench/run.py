@@ -483,12 +483,17 @@ def queued(argv: list[str], data: list[bytes], env: dict[str, str], queue: Path)
     return sum(map(len, data)) / 1e6 / seconds
 
 
-def throughput_bench(setup: Setup) -> None:
-    q = setup.tmp / "queue"
+def queue_directory(setup: Setup, name: str) -> tuple[Path, dict[str, str]]:
+    """A queue directory for the queuedir back end, and the environment that sends messages there unsynced."""
+    q = setup.tmp / name
     for sub in ("tmp", "new"):
         (q / sub).mkdir(parents=True, exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "QUEUEDIR": str(q), "QUEUEDIR_NOSYNC": "1", "RELAYCLIENT": "",
-           "QMAILHOME": str(setup.tmp / "plain")}
+    return q, {"PATH": os.environ["PATH"], "QUEUEDIR": str(q), "QUEUEDIR_NOSYNC": "1", "RELAYCLIENT": "",
+               "QMAILHOME": str(setup.tmp / "plain")}
+
+
+def throughput_bench(setup: Setup) -> None:
+    q, env = queue_directory(setup, "queue")
     programs = {"smtpfront": [str(BIN / "smtpfront-queuedir")]}
     if c_available(C_QUEUEDIR[0]):
         programs["C"] = C_QUEUEDIR
@@ -522,11 +527,7 @@ def chunked(mb: int, line: bytes) -> list[bytes]:
 
 def bdat_bench(setup: Setup) -> None:
     """BDAT beside DATA through smtpfront-queuedir (the C program has no BDAT)."""
-    q = setup.tmp / "queue-bdat"
-    for sub in ("tmp", "new"):
-        (q / sub).mkdir(parents=True, exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "QUEUEDIR": str(q), "QUEUEDIR_NOSYNC": "1", "RELAYCLIENT": "",
-           "QMAILHOME": str(setup.tmp / "plain")}
+    q, env = queue_directory(setup, "queue-bdat")
     argv = [str(BIN / "smtpfront-queuedir")]
     runs = max(RUNS // 4, 3)
     print(f"BDAT beside DATA (smtpfront-queuedir, no fsync, 64 KiB chunks; {runs} runs interleaved; MB/s):")

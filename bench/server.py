@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import PASSWORD, start_cvm  # the common harness (bench/run.py)
+from run import PASSWORD, start_cvm, tcp_connect, tls_session  # the common harness (bench/run.py)
 
 BIN = Path(sys.executable).parent
 C_PROGRAM = "/usr/sbin/smtpfront-qmail"
@@ -275,39 +275,16 @@ def idle_memory(env: dict[str, str], count: int) -> None:
 # -- STARTTLS ---------------------------------------------------------------------------
 
 
-def tls_session(port: int, context: ssl.SSLContext | None) -> float:
-    start = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port)) as conn:
-        f = conn.makefile("rwb")
-
-        def command(line: bytes) -> None:
-            f.write(line)
-            f.flush()
-            while f.readline()[3:4] == b"-":
-                pass
-
-        f.readline()
-        command(b"EHLO bench\r\n")
-        if context is not None:
-            command(b"STARTTLS\r\n")
-            f.close()
-            tls = context.wrap_socket(conn, server_hostname="localhost")
-            f = tls.makefile("rwb")
-            command(b"EHLO bench\r\n")
-        command(b"QUIT\r\n")
-        f.close()
-    return time.perf_counter() - start
-
-
 def starttls(env: dict[str, str], tls_env: dict[str, str], runs: int) -> None:
     client = ssl.create_default_context(cafile=tls_env["TLS_CERTFILE"])
     print(f"STARTTLS increment, {runs} runs each, interleaved: EHLO/QUIT vs EHLO/STARTTLS/EHLO/QUIT, median (ms)")
     for s in services({**env, **tls_env}, which=("server", "per-conn")):
         plain, tls = [], []
-        tls_session(s.port, client)
+        connect = tcp_connect(s.port)
+        tls_session(connect, client)
         for _ in range(runs):
-            plain.append(tls_session(s.port, None))
-            tls.append(tls_session(s.port, client))
+            plain.append(tls_session(connect, None))
+            tls.append(tls_session(connect, client))
         s.stop()
         increments = [t - p for p, t in zip(plain, tls, strict=True)]
         print(f"  {s.name:9} plain {statistics.median(plain) * 1000:6.2f}  with STARTTLS "
