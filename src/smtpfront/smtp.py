@@ -375,7 +375,8 @@ class Engine:
         self._chunk_left = 0  # its octets still to come
         self._chunk_refusal: Reply | None = None
         self._cr_held = False  # the stored bytes so far end with a CR that may be half of a CRLF
-        self._stored = bytearray()  # the message as stored, not yet handed out in whole lines
+        self._stored: list[bytes] = []  # the message as stored, not yet handed out in whole lines
+        self._stored_size = 0
 
     # -- input and output ------------------------------------------------
 
@@ -559,7 +560,7 @@ class Engine:
         if not self.chunking:  # the message's first chunk
             self.chunking = True
             self._bare_eol = self._cr_held = False
-            self._stored.clear()
+            self._stored, self._stored_size = [], 0
         self._chunk = Bdat(self._chunk_left, last)
         return self._chunk
 
@@ -776,8 +777,8 @@ class Engine:
         """
         while True:
             final = self._chunk is not None and self._chunk.last and not self._chunk_left
-            if final or len(self._stored) >= DATA_HOLD:  # blocks of DATA's size, whatever the chunks' sizes
-                block = self._lines(self._stored, final)
+            if final or self._stored_size >= DATA_HOLD:  # blocks of DATA's size, whatever the chunks' sizes
+                block = self._lines(final)
                 if block:
                     return Body(block)
             if not self._chunk_left:
@@ -790,10 +791,8 @@ class Engine:
             self._chunk_left -= take
             if self._chunk is not None:
                 block = self._store(piece, self._chunk.last and not self._chunk_left)
-                cut = block.rfind(b"\n") + 1 if not self._stored and len(block) >= DATA_HOLD // 2 else 0
-                self._stored += block[cut:] if cut else block
-                if cut:  # a big piece after whole lines: handed out as it is, not copied through the buffer
-                    return Body(block[:cut] if cut < len(block) else block)
+                self._stored.append(block)
+                self._stored_size += len(block)
         self.mode = COMMAND
         chunk, self._chunk = self._chunk, None
         if chunk is None:
@@ -815,15 +814,15 @@ class Engine:
                 block = block.replace(b"\r", b"\n")
         return block
 
-    @staticmethod
-    def _lines(stored: bytearray, final: bool) -> bytes | None:
-        """The whole lines at the start of `stored`, taken out of it (all of it at the end of the message, or a
-        piece of a long line); None when there is none yet."""
-        cut = len(stored) if final else stored.rfind(b"\n") + 1
-        if not cut and len(stored) > DATA_HOLD:
-            cut = len(stored)
+    def _lines(self, final: bool) -> bytes | None:
+        """The whole lines stored so far, taken out (all of it at the end of the message, or a piece of a long
+        line); None when there is none yet."""
+        data = b"".join(self._stored)
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        if not cut and len(data) > DATA_HOLD:
+            cut = len(data)
+        rest = data[cut:]
+        self._stored, self._stored_size = ([rest] if rest else []), len(rest)
         if not cut:
             return None
-        block = bytes(stored[:cut])
-        del stored[:cut]
-        return block
+        return data[:cut] if rest else data
