@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import PASSWORD, start_cvm, tcp_connect, tls_session  # the common harness (bench/run.py)
+from run import PASSWORD, Setup, tcp_connect, tls_session  # the common harness (bench/run.py)
 
 BIN = Path(sys.executable).parent
 C_PROGRAM = "/usr/sbin/smtpfront-qmail"
@@ -304,11 +304,10 @@ def main() -> None:
     parts = set(a.only or ("throughput", "latency", "memory", "starttls"))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        (tmp / "control").mkdir()
-        (tmp / "control" / "rcpthosts").write_text("example.org\n")
-        cvm, module = start_cvm(tmp)
-        env = {"PATH": os.environ["PATH"], "QMAILHOME": str(tmp), "QMAILQUEUE": stand_in(tmp),
-               "CVM_SASL_PLAIN": module}
+        setup = Setup(tmp)  # a cvm-pwfile and a qmail home, as bench/run.py's scenarios have them
+        (tmp / "plain" / "control" / "rcpthosts").write_text("example.org\n")
+        env = {name: setup.env[name] for name in ("PATH", "QMAILHOME", "CVM_SASL_PLAIN")}
+        env["QMAILQUEUE"] = stand_in(tmp)
         try:
             if parts & {"throughput", "latency"}:
                 servers = services(env)
@@ -325,8 +324,7 @@ def main() -> None:
             if "starttls" in parts:
                 starttls(env, certificate(tmp), a.tls_runs)
         finally:
-            cvm.kill()
-            cvm.wait()
+            setup.close()
 
 
 if __name__ == "__main__":
