@@ -14,7 +14,7 @@ plugins and the back end do.
 
 from __future__ import annotations
 
-from .plugins import FinalReply, Plugin, hooks
+from .plugins import HOOKS, FinalReply, Plugin, hooks
 from .smtp import Reply
 
 NO_SENDER = Reply(550, "5.1.0 Mail system is not configured to accept that sender")
@@ -31,8 +31,7 @@ class Pipeline:
         self.plugins = plugins
         self.backend = backend
         session.backend = backend
-        self._hooks = {name: hooks(plugins, name) for name in ("init", "helo", "reset", "sender", "recipient",
-                                                               "data_start", "data_block", "message_end")}
+        self._hooks = {name: hooks(plugins, name) for name in HOOKS}
         self.data_failure: Reply | None = None  # why the message being received will be refused
 
     def _call(self, name: str, *args, reset: bool = False) -> Reply | None:
