@@ -176,12 +176,11 @@ def _start(protocol, backend_name: str, lists: list[str], environ, transport, lo
         settings, transport.unread = proxied
     from .pipeline import Pipeline
     from .session import Session
+    from .smtp import failed
 
     pipeline = Pipeline(Session(settings, log, protocol.NAME), plugins, backend)
     reply = pipeline.init()
-    if reply is not None and reply.code >= 400:
-        return reply
-    return pipeline
+    return reply if failed(reply) else pipeline
 
 
 def leave(code: int) -> None:

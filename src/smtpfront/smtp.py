@@ -67,6 +67,11 @@ class Reply:
         return raw("\r\n".join(self.lines()) + "\r\n")
 
 
+def failed(reply: Reply | None) -> bool:
+    """Whether an answer refuses (400 or more); None, no answer, does not."""
+    return reply is not None and reply.code >= 400
+
+
 NOT_IMPLEMENTED = Reply(500, "5.5.1 Not implemented.")
 LINE_TOO_LONG = Reply(500, "5.5.2 Line too long.")
 TOO_MANY_NOTIMPL = Reply(503, "5.5.0 Too many unimplemented commands.\n5.5.0 Closing connection.")

@@ -14,7 +14,7 @@ import posix
 
 from .. import smtp
 from ..session import Address
-from ..smtp import Reply
+from ..smtp import Reply, failed
 
 NAME = "SMTP"
 CONFIG_ERROR = Reply(421, "4.3.0 Configuration error; try again later.")
@@ -141,7 +141,7 @@ class SMTP:
         self.reset()
         keywords: list[str] = []
         reply = self.pipeline.helo(event.domain, keywords)
-        if reply is not None and reply.code >= 400:
+        if failed(reply):
             return reply
         s.helo = event.domain
         host = self.settings.local_host or "unknown"
@@ -162,7 +162,7 @@ class SMTP:
 
     def data(self, event: smtp.Data) -> Reply:
         reply = self.pipeline.data_start()
-        if reply is not None and reply.code >= 400:
+        if failed(reply):
             return reply
         return START_DATA
 
@@ -181,7 +181,7 @@ class SMTP:
         any of it is stored (its octets are still read, and dropped)."""
         if not self.chunked and self.chunk_failure is None:
             reply = self.pipeline.data_start()
-            if reply is not None and reply.code >= 400:
+            if failed(reply):
                 self.chunk_failure = reply
         self.chunked += event.size
         limit = self.pipeline.size_limit()
