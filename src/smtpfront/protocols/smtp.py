@@ -13,6 +13,7 @@ from __future__ import annotations
 import posix
 
 from .. import smtp
+from ..log import internal_error
 from ..session import Address
 from ..smtp import Reply, failed
 
@@ -110,18 +111,12 @@ class SMTP:
         try:
             return self._dispatch[type(event)](event)
         except Exception as e:  # noqa: BLE001 - no traceback may reach the client
-            self._internal_error(e)
+            internal_error(self.log, e)
+            self._reset_quietly()
             if isinstance(event, smtp.Body):
                 self.pipeline.fail_message(INTERNAL_ERROR)
                 return None
             return INTERNAL_ERROR if event.needs_reply else None
-
-    def _internal_error(self, e: Exception) -> None:
-        import traceback
-
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        self.log.note(f"internal error: {type(e).__name__}: {e} at {where.filename}:{where.lineno}")
-        self._reset_quietly()
 
     def _reset_quietly(self) -> None:
         """Reset, logging rather than raising: what was answered stays answered."""
