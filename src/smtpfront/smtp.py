@@ -749,10 +749,12 @@ class Engine:
             if block is not None:
                 return block.replace(b"\n.", b"\n") if dotted else block
             self._bare_eol = True
-        block = chunk.replace(b"\r\n", b"\n")
-        if self.normalize_bare_eol:
-            block = block.replace(b"\r", b"\n")
-        return block.replace(b"\n.", b"\n")
+        return self._line_ends(chunk).replace(b"\n.", b"\n")
+
+    def _line_ends(self, data: bytes) -> bytes:
+        """CRLF -> LF, and with DATA_BARE_EOL=normalize a bare CR -> LF too (a bare LF stays one)."""
+        block = data.replace(b"\r\n", b"\n")
+        return block.replace(b"\r", b"\n") if self.normalize_bare_eol else block
 
     def _end_body(self) -> Event:
         self.mode = COMMAND
@@ -814,9 +816,7 @@ class Engine:
         block = crlf_to_lf(data)
         if block is None:
             self._bare_eol = True
-            block = data.replace(b"\r\n", b"\n")
-            if self.normalize_bare_eol:
-                block = block.replace(b"\r", b"\n")
+            block = self._line_ends(data)
         return block
 
     def _lines(self, final: bool) -> bytes | None:
