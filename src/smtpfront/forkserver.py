@@ -632,6 +632,13 @@ def main(argv: list[str] | None = None) -> int:
             log.error(PREFIX + b"warning: cannot load " + options.program[0].encode("utf-8", "surrogateescape")
                       + f" here ({type(e).__name__}: {e}); running it as a program".encode("utf-8", "replace"))
             server.in_process = None
+    # what every child uses, imported once here and shared: dnsname and ident import socket (about 10 ms a child)
+    if options.remote_host or options.local_name is None:
+        from . import dnsname  # noqa: F401
+    if options.remote_info:
+        from . import ident  # noqa: F401
+    if options.rules is not None:
+        from . import tcprules  # noqa: F401
     gc.freeze()  # what the children share is never touched by their collections
     server.loop()
     return 0
