@@ -58,10 +58,17 @@ class Reply:
     def ok(self) -> bool:
         return self.code < 400
 
+    def _parts(self) -> list[str]:
+        return (self.text or "").replace("\r\n", "\n").split("\n")
+
     def lines(self) -> list[str]:
-        parts = (self.text or "").replace("\r\n", "\n").split("\n")
+        parts = self._parts()
         last = len(parts) - 1
         return [f"{self.code}{' ' if i == last else '-'}{p}" for i, p in enumerate(parts)]
+
+    def log_lines(self) -> list[str]:
+        """As mailfront logs an error reply: `code text` for each line."""
+        return [f"{self.code} {part}" for part in self._parts()]
 
     def encode(self) -> bytes:
         return raw("\r\n".join(self.lines()) + "\r\n")
@@ -621,7 +628,7 @@ class Engine:
 
     def _queue(self, reply: Reply) -> None:
         if reply.code >= 400:
-            self.log.extend(f"{reply.code} {line}" for line in reply.text.replace("\r\n", "\n").split("\n"))
+            self.log.extend(reply.log_lines())
         if reply.code == 421:  # the server is closing the session
             self.close(1)
             self._pending = None
@@ -630,7 +637,7 @@ class Engine:
         elif self.max_notimpl:
             self.notimpl += 1
             if self.notimpl > self.max_notimpl:
-                self.log[-1:] = [f"{TOO_MANY_NOTIMPL.code} {line}" for line in TOO_MANY_NOTIMPL.text.split("\n")]
+                self.log[-1:] = TOO_MANY_NOTIMPL.log_lines()
                 reply = TOO_MANY_NOTIMPL
                 self.close(1)
                 self._pending = None

@@ -77,6 +77,6 @@ def serve(pipeline, transport, log, clock, qmtp: bool = False) -> int:
 
 def answer(transport, reply: Reply, log) -> None:
     if reply.code >= 400:
-        for line in (reply.text or "").replace("\r\n", "\n").split("\n"):
-            log(f"{reply.code} {line}")
+        for line in reply.log_lines():
+            log(line)
     transport.write(encode(reply))
