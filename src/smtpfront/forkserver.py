@@ -300,12 +300,10 @@ class Connection:
 
         try:
             found = lookup(path, self.remote_ip, self.remote_host, self.remote_info)
-        except FileNotFoundError as e:
-            if not self.options.allow_no_rules:
+        except OSError as e:
+            if not (isinstance(e, FileNotFoundError) and self.options.allow_no_rules):  # -X: no file, no rules
                 self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
             return False, []
-        except OSError as e:
-            self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
         return instructions(found[1]) if found else (False, [])
 
     def drop(self, why: bytes) -> None:
