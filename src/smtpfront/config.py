@@ -69,11 +69,8 @@ class Settings:
         "proto",
         "local_host",
         "local_ip",
-        "local_port",
         "remote_host",
         "remote_ip",
-        "remote_port",
-        "remote_info",
         "greeting",
         "relayclient",
         "timeout",
@@ -81,14 +78,6 @@ class Settings:
         "auth_timeout",
         "auth_session_timeout",
         "max_notimpl",
-        "databytes",
-        "max_msgs",
-        "max_rcpts",
-        "max_rcpts_reject",
-        "max_hops",
-        "default_domain",
-        "default_host",
-        "sender_domains",
         "mailrules",
         "mailrules_cache",
         "patterns",
@@ -109,13 +98,8 @@ class Settings:
         "auth_fail_delay",
         "auth_throttle_dir",
         "sender_login_map",
-        "header_add",
         "fixup_received_host",
         "fixup_received_ip",
-        "queuedir",
-        "queuedir_tmp",
-        "queuedir_dest",
-        "queuedir_nosync",
         "bare_eol",
         "tls_certfile",
         "tls_keyfile",
@@ -147,8 +131,7 @@ class Settings:
                    if name not in (p + "REMOTEHOST", p + "REMOTEINFO")}
         environ.update({p + "REMOTEIP": remote_ip, p + "REMOTEPORT": remote_port, p + "LOCALIP": local_ip,
                         p + "LOCALPORT": local_port})
-        return self.replace(environ=environ, remote_ip=remote_ip, remote_port=remote_port, local_ip=local_ip,
-                            local_port=local_port, remote_host="", remote_info="")
+        return self.replace(environ=environ, remote_ip=remote_ip, local_ip=local_ip, remote_host="")
 
     def behind_balancer(self) -> Settings:
         """The settings without an environment RELAYCLIENT: tcprules granted it to the balancer's address,
@@ -183,16 +166,15 @@ class Settings:
             raise ConfigError(f"$DATA_BARE_EOL must be reject or normalize: {bare_eol!r}")
         timeout = _seconds(env, "TIMEOUT", 1200.0)
         session_timeout = _seconds(env, "SESSION_TIMEOUT", 86400.0)
+        for name in ("DATABYTES", "MAXMSGS", "MAXRCPTS", "MAXHOPS"):  # the counters plugin reads them per session
+            _count(env, name)
         return cls(
             environ=env,
             proto=proto,
             local_host=local_host,
             local_ip=ucspi("LOCALIP"),
-            local_port=ucspi("LOCALPORT"),
             remote_host=ucspi("REMOTEHOST"),
             remote_ip=ucspi("REMOTEIP"),
-            remote_port=ucspi("REMOTEPORT"),
-            remote_info=ucspi("REMOTEINFO"),
             greeting=greeting,
             relayclient=env.get("RELAYCLIENT"),
             timeout=timeout,
@@ -201,14 +183,6 @@ class Settings:
             auth_timeout=_seconds(env, "AUTH_TIMEOUT", timeout),
             auth_session_timeout=_seconds(env, "AUTH_SESSION_TIMEOUT", session_timeout),
             max_notimpl=_count(env, "MAXNOTIMPL"),
-            databytes=_count(env, "DATABYTES"),
-            max_msgs=_count(env, "MAXMSGS"),
-            max_rcpts=_count(env, "MAXRCPTS"),
-            max_rcpts_reject="MAXRCPTS_REJECT" in env,
-            max_hops=_count(env, "MAXHOPS") or 100,
-            default_domain=env.get("DEFAULTDOMAIN", ""),
-            default_host=env.get("DEFAULTHOST", ""),
-            sender_domains=tuple(d.lower() for d in env.get("SENDER_DOMAINS", "").split(":") if d),
             mailrules=env.get("MAILRULES") or None,
             mailrules_cache=env.get("MAILRULES_CACHE") or None,
             patterns=env.get("PATTERNS") or None,
@@ -229,13 +203,8 @@ class Settings:
             auth_fail_delay=_seconds(env, "AUTH_FAIL_DELAY", 0.0),
             auth_throttle_dir=env.get("AUTH_THROTTLE_DIR") or None,
             sender_login_map=env.get("SENDER_LOGIN_MAP") or None,
-            header_add=env.get("HEADER_ADD", ""),
             fixup_received_host=env.get("FIXUP_RECEIVED_HOST", "").strip(),
             fixup_received_ip=env.get("FIXUP_RECEIVED_IP", "").strip(),
-            queuedir=env.get("QUEUEDIR") or None,
-            queuedir_tmp=env.get("QUEUEDIR_TMP") or "tmp",
-            queuedir_dest=env.get("QUEUEDIR_DEST") or "new",
-            queuedir_nosync="QUEUEDIR_NOSYNC" in env,
             bare_eol=bare_eol,
             tls_certfile=env.get("TLS_CERTFILE") or None,
             tls_keyfile=env.get("TLS_KEYFILE") or None,

@@ -300,12 +300,10 @@ class Connection:
 
         try:
             found = lookup(path, self.remote_ip, self.remote_host, self.remote_info)
-        except FileNotFoundError as e:
-            if not self.options.allow_no_rules:
+        except OSError as e:
+            if not (isinstance(e, FileNotFoundError) and self.options.allow_no_rules):  # -X: no file, no rules
                 self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
             return False, []
-        except OSError as e:
-            self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
         return instructions(found[1]) if found else (False, [])
 
     def drop(self, why: bytes) -> None:
@@ -632,6 +630,13 @@ def main(argv: list[str] | None = None) -> int:
             log.error(PREFIX + b"warning: cannot load " + options.program[0].encode("utf-8", "surrogateescape")
                       + f" here ({type(e).__name__}: {e}); running it as a program".encode("utf-8", "replace"))
             server.in_process = None
+    # what every child uses, imported once here and shared: dnsname and ident import socket (about 10 ms a child)
+    if options.remote_host or options.local_name is None:
+        from . import dnsname  # noqa: F401
+    if options.remote_info:
+        from . import ident  # noqa: F401
+    if options.rules is not None:
+        from . import tcprules  # noqa: F401
     gc.freeze()  # what the children share is never touched by their collections
     server.loop()
     return 0

@@ -81,12 +81,7 @@ def compile(pattern, fold: bool = True) -> tuple:  # noqa: A001 - the module's v
         pattern = pattern.lower() if isinstance(pattern, bytes) else fold_text(pattern)
     star, question, bracket = (b"*", b"?", b"[") if isinstance(pattern, bytes) else "*?["
     if question not in pattern and bracket not in pattern:  # the common shapes, without a token a character
-        runs = pattern.split(star)
-        if len(runs) == 1:
-            return ("=", pattern)
-        if not any(runs):
-            return ("*",)
-        return ("s", runs[0], tuple(r for r in runs[1:-1] if r), runs[-1])
+        return _between_stars(pattern.split(star))
     toks, _ = tokens(pattern)
     if any(t == ANY or type(t) is tuple for t in toks):
         return ("g", tuple(toks))
@@ -99,9 +94,14 @@ def compile(pattern, fold: bool = True) -> tuple:  # noqa: A001 - the module's v
         else:
             run.append(t)
     runs.append(join(run))
+    return _between_stars(runs)
+
+
+def _between_stars(runs: list) -> tuple:
+    """The plan for literal runs with a star between each two: one run is "=", only stars "*", else "s"."""
     if len(runs) == 1:
         return ("=", runs[0])
-    if len(runs) == 2 and not runs[0] and not runs[1]:
+    if not any(runs):
         return ("*",)
     return ("s", runs[0], tuple(r for r in runs[1:-1] if r), runs[-1])
 

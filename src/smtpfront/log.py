@@ -37,3 +37,11 @@ class Log:
     def note(self, message: str) -> None:
         """A line mailfront does not write: ours, marked as such."""
         self(NOTE + message)
+
+
+def internal_error(log, e: BaseException) -> None:
+    """The line for a bug: the exception and where it was raised, never a traceback."""
+    import traceback
+
+    where = traceback.extract_tb(e.__traceback__)[-1]
+    log.note(f"internal error: {type(e).__name__}: {e} at {where.filename}:{where.lineno}")

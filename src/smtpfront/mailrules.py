@@ -568,10 +568,7 @@ def load(path: str, cache_dir: str | None = None, log=None, tmpdir: str | None =
     in a private directory of this user under `tmpdir` (default /tmp), and
     `log` (a callable taking a line) hears why, once per change of the file.
     """
-    try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
-    except OSError as e:
-        raise RulesError(path, 0, f"cannot open: {e.strerror}", COULD_NOT_OPEN) from None
+    fd = _open(path)
     try:
         st = posix.fstat(fd)
         key = (_CACHE_VERSION, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -593,14 +590,18 @@ def load(path: str, cache_dir: str | None = None, log=None, tmpdir: str | None =
 
 def load_uncached(path: str) -> RuleSet:
     """load() without the cache, for tools: the same refusals, and nothing is written."""
-    try:
-        fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
-    except OSError as e:
-        raise RulesError(path, 0, f"cannot open: {e.strerror}", COULD_NOT_OPEN) from None
+    fd = _open(path)
     try:
         return _checked(path, MemoryIndex(_as_c(_read_all(fd, path), path)))
     finally:
         posix.close(fd)
+
+
+def _open(path: str) -> int:
+    try:
+        return posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
+    except OSError as e:
+        raise RulesError(path, 0, f"cannot open: {e.strerror}", COULD_NOT_OPEN) from None
 
 
 def _as_c(data: bytes, path: str):

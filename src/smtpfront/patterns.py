@@ -15,10 +15,6 @@ from .globs import Glob
 ANYWHERE, HEADER, AFTER_BLANK = "any", "header", "after-blank"
 
 
-class PatternsError(Exception):
-    pass
-
-
 def parse(text: str, default_response: str) -> list[tuple[str, Glob, str]]:
     """(where, glob, response) for each pattern line."""
     response = default_response

@@ -14,15 +14,11 @@ plugins and the back end do.
 
 from __future__ import annotations
 
-from .plugins import FinalReply, Plugin, hooks
-from .smtp import Reply
+from .plugins import HOOKS, FinalReply, Plugin, hooks
+from .smtp import Reply, failed
 
 NO_SENDER = Reply(550, "5.1.0 Mail system is not configured to accept that sender")
 NO_RECIPIENT = Reply(550, "5.1.0 Mail system is not configured to accept that recipient")
-
-
-def _failed(reply: Reply | None) -> bool:
-    return reply is not None and reply.code >= 400
 
 
 class Pipeline:
@@ -31,8 +27,7 @@ class Pipeline:
         self.plugins = plugins
         self.backend = backend
         session.backend = backend
-        self._hooks = {name: hooks(plugins, name) for name in ("init", "helo", "reset", "sender", "recipient",
-                                                               "data_start", "data_block", "message_end")}
+        self._hooks = {name: hooks(plugins, name) for name in HOOKS}
         self.data_failure: Reply | None = None  # why the message being received will be refused
 
     def _call(self, name: str, *args, reset: bool = False) -> Reply | None:
@@ -53,13 +48,13 @@ class Pipeline:
     def init(self) -> Reply | None:
         """An error here refuses the session before it starts."""
         reply = self._call("init")
-        if _failed(reply):
+        if failed(reply):
             return reply
         return self.backend.init(self.session)
 
     def helo(self, domain: str, capabilities: list[str]) -> Reply | None:
         reply = self._call("helo", domain, capabilities)
-        if _failed(reply):
+        if failed(reply):
             return reply
         return self.backend.helo(self.session, domain, capabilities)
 
@@ -84,16 +79,16 @@ class Pipeline:
         if reply.code >= 400:
             return reply
         answer = hook(self.session, address, params)
-        if _failed(answer) or reply.text is None:
+        if failed(answer) or reply.text is None:
             return answer  # an acceptance without words takes the back end's (or the protocol's)
         return reply
 
     def data_start(self) -> Reply | None:
         self.data_failure = None
         reply = self.backend.data_start(self.session)
-        if not _failed(reply):
+        if not failed(reply):
             answer = self._call("data_start", reset=True)
-            if _failed(answer):
+            if failed(answer):
                 return answer
         else:
             self.reset()
@@ -105,7 +100,7 @@ class Pipeline:
             return
         for hook in self._hooks["data_block"]:
             reply = hook(self.session, block)
-            if _failed(reply):
+            if failed(reply):
                 self.reset()
                 self.data_failure = reply
                 return
@@ -126,9 +121,9 @@ class Pipeline:
         if self.data_failure is not None:
             return self.data_failure
         answer = self._call("message_end", reset=True)
-        if _failed(answer):
+        if failed(answer):
             return answer
         reply = self.backend.message_end(self.session)
-        if _failed(reply):
+        if failed(reply):
             self.reset()
         return reply

@@ -56,7 +56,7 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
     from the arguments.
     """
     from . import registry
-    from .log import Log
+    from .log import Log, internal_error
     from .smtp import Reply
     from .transport import Transport
 
@@ -79,7 +79,8 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
         protocol.refuse(transport, e.reply)
         return 1
     except Exception as e:  # noqa: BLE001 - a plugin's init failed: a log line, never a traceback
-        started = _internal_error(protocol, e, log)
+        internal_error(log, e)
+        started = protocol.INTERNAL_ERROR
     try:  # from here on the byte counts are logged at the end, as by mailfront's exit handler
         if isinstance(started, Reply):
             log(f"{started.code} {started.text}")
@@ -92,11 +93,11 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
         try:
             return protocol.serve(started, transport, log, time.monotonic)
         except Exception as e:  # noqa: BLE001 - last line of defence: a log line, never a traceback
-            reply = _internal_error(protocol, e, log)
+            internal_error(log, e)
             try:
                 started.reset()
             finally:
-                protocol.refuse(transport, reply)
+                protocol.refuse(transport, protocol.INTERNAL_ERROR)
             return 1
     finally:
         log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
@@ -144,14 +145,6 @@ def preload(argv: list[str], environ: dict[str, str]) -> None:
             pass  # the session says why, in its log, when a client asks for TLS
 
 
-def _internal_error(protocol, e: Exception, log):
-    import traceback
-
-    where = traceback.extract_tb(e.__traceback__)[-1]
-    log.note(f"internal error: {type(e).__name__}: {e} at {where.filename}:{where.lineno}")
-    return protocol.INTERNAL_ERROR
-
-
 def _start(protocol, backend_name: str, lists: list[str], environ, transport, log):
     """The session's pipeline, initialised; or the reply that refuses the session; or None to close silently.
 
@@ -176,12 +169,11 @@ def _start(protocol, backend_name: str, lists: list[str], environ, transport, lo
         settings, transport.unread = proxied
     from .pipeline import Pipeline
     from .session import Session
+    from .smtp import failed
 
     pipeline = Pipeline(Session(settings, log, protocol.NAME), plugins, backend)
     reply = pipeline.init()
-    if reply is not None and reply.code >= 400:
-        return reply
-    return pipeline
+    return reply if failed(reply) else pipeline
 
 
 def leave(code: int) -> None:

@@ -12,20 +12,12 @@ is `Finished`.
 
 from __future__ import annotations
 
+from .smtp import Event, text
+
 NEED_DATA = None
 MAX_ADDRESS = 65536  # a sender or recipient netstring; mailfront has no bound
 MAX_RECIPIENT_LIST = 1 << 20  # QMTP's netstring of recipient netstrings
 MAX_LENGTH_DIGITS = 20
-
-
-class Event:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(repr(getattr(self, k)) for k in self.__slots__)})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
 
 
 class Start(Event):
@@ -73,10 +65,6 @@ class Finished(Event):
     __slots__ = ()
 
 
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
 def next_recipient(data: bytes, i: int) -> tuple[str, int] | str:
     """The QMTP recipient netstring at `data[i:]` and where the next starts, or mailfront's words for what is wrong."""
     j, n = i, 0
@@ -90,7 +78,7 @@ def next_recipient(data: bytes, i: int) -> tuple[str, int] | str:
         return "Netstring length too long"
     if data[j + n : j + n + 1] != b",":
         return "Netstring missing comma"
-    return _text(data[j : j + n]), j + n + 1
+    return text(data[j : j + n]), j + n + 1
 
 
 class Packages:
@@ -180,7 +168,6 @@ class Packages:
         self._step = self._body
         return self._step()
 
-
     def _body(self) -> Event | None:
         if self._left:
             if not self._buf:
@@ -218,7 +205,7 @@ class Packages:
         if not isinstance(data, bytes):
             return data
         self._step = self._recipient_list if self.qmtp else self._recipient
-        return Sender(_text(data))
+        return Sender(text(data))
 
     def _recipient(self) -> Event | None:
         if not self._buf:
@@ -229,7 +216,7 @@ class Packages:
         data = self._netstring(MAX_ADDRESS, "EOF while reading recipient list", "Invalid recipient netstring")
         if not isinstance(data, bytes):
             return data
-        return Recipient(_text(data))
+        return Recipient(text(data))
 
     def _recipient_list(self) -> Event | None:
         data = self._netstring(MAX_RECIPIENT_LIST, "EOF while reading recipient list", "Invalid recipient netstring")

@@ -58,13 +58,25 @@ class Reply:
     def ok(self) -> bool:
         return self.code < 400
 
+    def _parts(self) -> list[str]:
+        return (self.text or "").replace("\r\n", "\n").split("\n")
+
     def lines(self) -> list[str]:
-        parts = (self.text or "").replace("\r\n", "\n").split("\n")
+        parts = self._parts()
         last = len(parts) - 1
         return [f"{self.code}{' ' if i == last else '-'}{p}" for i, p in enumerate(parts)]
 
+    def log_lines(self) -> list[str]:
+        """As mailfront logs an error reply: `code text` for each line."""
+        return [f"{self.code} {part}" for part in self._parts()]
+
     def encode(self) -> bytes:
         return raw("\r\n".join(self.lines()) + "\r\n")
+
+
+def failed(reply: Reply | None) -> bool:
+    """Whether an answer refuses (400 or more); None, no answer, does not."""
+    return reply is not None and reply.code >= 400
 
 
 NOT_IMPLEMENTED = Reply(500, "5.5.1 Not implemented.")
@@ -616,7 +628,7 @@ class Engine:
 
     def _queue(self, reply: Reply) -> None:
         if reply.code >= 400:
-            self.log.extend(f"{reply.code} {line}" for line in reply.text.replace("\r\n", "\n").split("\n"))
+            self.log.extend(reply.log_lines())
         if reply.code == 421:  # the server is closing the session
             self.close(1)
             self._pending = None
@@ -625,7 +637,7 @@ class Engine:
         elif self.max_notimpl:
             self.notimpl += 1
             if self.notimpl > self.max_notimpl:
-                self.log[-1:] = [f"{TOO_MANY_NOTIMPL.code} {line}" for line in TOO_MANY_NOTIMPL.text.split("\n")]
+                self.log[-1:] = TOO_MANY_NOTIMPL.log_lines()
                 reply = TOO_MANY_NOTIMPL
                 self.close(1)
                 self._pending = None
@@ -744,10 +756,12 @@ class Engine:
             if block is not None:
                 return block.replace(b"\n.", b"\n") if dotted else block
             self._bare_eol = True
-        block = chunk.replace(b"\r\n", b"\n")
-        if self.normalize_bare_eol:
-            block = block.replace(b"\r", b"\n")
-        return block.replace(b"\n.", b"\n")
+        return self._line_ends(chunk).replace(b"\n.", b"\n")
+
+    def _line_ends(self, data: bytes) -> bytes:
+        """CRLF -> LF, and with DATA_BARE_EOL=normalize a bare CR -> LF too (a bare LF stays one)."""
+        block = data.replace(b"\r\n", b"\n")
+        return block.replace(b"\r", b"\n") if self.normalize_bare_eol else block
 
     def _end_body(self) -> Event:
         self.mode = COMMAND
@@ -809,9 +823,7 @@ class Engine:
         block = crlf_to_lf(data)
         if block is None:
             self._bare_eol = True
-            block = data.replace(b"\r\n", b"\n")
-            if self.normalize_bare_eol:
-                block = block.replace(b"\r", b"\n")
+            block = self._line_ends(data)
         return block
 
     def _lines(self, final: bool) -> bytes | None:

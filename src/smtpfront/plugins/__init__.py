@@ -28,11 +28,12 @@ class FinalReply(Reply):
 class Plugin:
     """No opinion on anything; a plugin overrides the hooks it needs.
 
-    `commands` maps SMTP verbs the plugin adds (AUTH) to the name of the
-    method that answers them.
+    `commands` names the SMTP verbs the plugin adds: AUTH (cvm-authenticate),
+    whose plugin also has `exists`, `start`, `step` and `abandon`, which the
+    smtp protocol calls.
     """
 
-    commands: dict[str, str] = {}
+    commands: tuple[str, ...] = ()
 
     def init(self, session) -> Reply | None:
         """Once, before the session starts; an error refuses the whole session."""

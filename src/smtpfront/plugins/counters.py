@@ -17,8 +17,6 @@ SIZE_EXCEEDED = Reply(552, "5.2.3 The message would exceed the maximum message s
 TOO_BIG = Reply(552, "5.2.3 Sorry, that message exceeds the maximum message length.")
 TOO_MANY_HOPS = Reply(554, "5.6.0 This message is looping, too many hops.")
 
-_HOP_HEADERS = (b"received:", b"delivered-to:")
-
 
 def databytes(session) -> int:
     """The message size limit in force: $DATABYTES or a rule's, the smaller (0: none)."""

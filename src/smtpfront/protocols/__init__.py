@@ -3,6 +3,8 @@
 Each module has:
 
     NAME                    what the Received: header's "with" says (SMTP, QMQP, QMTP)
+    CONFIG_ERROR, INTERNAL_ERROR
+                            the replies to a bad setting and to a bug (programs.run)
     refuse(transport, reply)
                             answer a session that can't start (a configuration or
                             loading error) in the protocol's own form

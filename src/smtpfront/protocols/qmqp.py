@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .. import qmqp
 from ..session import Address
-from ..smtp import Reply
+from ..smtp import Reply, failed
 
 NAME = "QMQP"
 CONFIG_ERROR = Reply(451, "4.3.0 Configuration error; try again later.")
@@ -27,10 +27,6 @@ def encode(reply: Reply) -> bytes:
 
 def refuse(transport, reply: Reply) -> None:
     transport.write(encode(reply))
-
-
-def _failed(reply: Reply | None) -> bool:
-    return reply is not None and reply.code >= 400
 
 
 def serve(pipeline, transport, log, clock, qmtp: bool = False) -> int:
@@ -55,17 +51,17 @@ def serve(pipeline, transport, log, clock, qmtp: bool = False) -> int:
             pipeline.reset()
             reply = pipeline.data_start()
         elif isinstance(event, qmqp.Body):
-            if not _failed(reply):
+            if not failed(reply):
                 pipeline.data_block(event.block)
         elif isinstance(event, qmqp.Sender):
             log(f"{'recipient' if isinstance(event, qmqp.Recipient) else 'sender'} <{event.address}>")
-            if not _failed(reply):
+            if not failed(reply):
                 hook = pipeline.recipient if isinstance(event, qmqp.Recipient) else pipeline.sender
                 reply = hook(Address(event.address), ())
-            if qmtp and _failed(reply):
+            if qmtp and failed(reply):
                 engine.skip_recipients()  # as mailfront: a refused QMTP package's recipients are not read
         elif isinstance(event, qmqp.End):
-            if not _failed(reply):
+            if not failed(reply):
                 reply = pipeline.message_end()
             answer(transport, reply or MESSAGE_ACCEPTED, log)
             pipeline.reset()
@@ -81,6 +77,6 @@ def serve(pipeline, transport, log, clock, qmtp: bool = False) -> int:
 
 def answer(transport, reply: Reply, log) -> None:
     if reply.code >= 400:
-        for line in (reply.text or "").replace("\r\n", "\n").split("\n"):
-            log(f"{reply.code} {line}")
+        for line in reply.log_lines():
+            log(line)
     transport.write(encode(reply))

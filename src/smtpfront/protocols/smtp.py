@@ -13,8 +13,9 @@ from __future__ import annotations
 import posix
 
 from .. import smtp
+from ..log import internal_error
 from ..session import Address
-from ..smtp import Reply
+from ..smtp import Reply, failed
 
 NAME = "SMTP"
 CONFIG_ERROR = Reply(421, "4.3.0 Configuration error; try again later.")
@@ -110,18 +111,12 @@ class SMTP:
         try:
             return self._dispatch[type(event)](event)
         except Exception as e:  # noqa: BLE001 - no traceback may reach the client
-            self._internal_error(e)
+            internal_error(self.log, e)
+            self._reset_quietly()
             if isinstance(event, smtp.Body):
                 self.pipeline.fail_message(INTERNAL_ERROR)
                 return None
             return INTERNAL_ERROR if event.needs_reply else None
-
-    def _internal_error(self, e: Exception) -> None:
-        import traceback
-
-        where = traceback.extract_tb(e.__traceback__)[-1]
-        self.log.note(f"internal error: {type(e).__name__}: {e} at {where.filename}:{where.lineno}")
-        self._reset_quietly()
 
     def _reset_quietly(self) -> None:
         """Reset, logging rather than raising: what was answered stays answered."""
@@ -141,7 +136,7 @@ class SMTP:
         self.reset()
         keywords: list[str] = []
         reply = self.pipeline.helo(event.domain, keywords)
-        if reply is not None and reply.code >= 400:
+        if failed(reply):
             return reply
         s.helo = event.domain
         host = self.settings.local_host or "unknown"
@@ -162,7 +157,7 @@ class SMTP:
 
     def data(self, event: smtp.Data) -> Reply:
         reply = self.pipeline.data_start()
-        if reply is not None and reply.code >= 400:
+        if failed(reply):
             return reply
         return START_DATA
 
@@ -181,7 +176,7 @@ class SMTP:
         any of it is stored (its octets are still read, and dropped)."""
         if not self.chunked and self.chunk_failure is None:
             reply = self.pipeline.data_start()
-            if reply is not None and reply.code >= 400:
+            if failed(reply):
                 self.chunk_failure = reply
         self.chunked += event.size
         limit = self.pipeline.size_limit()
