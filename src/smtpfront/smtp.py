@@ -369,7 +369,6 @@ class Engine:
         self.crlf_client = False  # has the client ever ended a line with CRLF?
         self.has_sender = False
         self.recipients = 0
-        self.authenticated = False
         self.tls = False
         self._skipping = False  # inside an over-long line, dropping up to its LF
         # inside DATA
@@ -476,7 +475,6 @@ class Engine:
             self._clear_transaction()
         elif isinstance(event, (Auth, AuthResponse)):
             self.mode = AUTH if reply.code == 334 else COMMAND
-            self.authenticated = self.authenticated or reply.code == 235
         elif isinstance(event, StartTLS) and reply.code == 220:
             self.mode = CLOSED  # nothing more is read in plaintext; see start_tls()
 
@@ -485,7 +483,6 @@ class Engine:
         self._buf.clear()
         self._skipping = False
         self.mode = COMMAND
-        self.authenticated = False
         self.tls = True
         self._clear_transaction()
 
