@@ -124,6 +124,43 @@ def leaked(text: str) -> list[str]:
     return [secret for secret in SECRETS if secret.casefold() in folded]
 
 
+# These bind ports 53 and 113 (the fake DNS server and identd that tcpserver and smtpfront-server ask), which
+# only root may.  Run by a user, they are left out here and run whole by tests/test_privileged.py in a user
+# and network namespace of the user's own, where the user is root.
+PRIVILEGED_MODULES = ("test_forkserver.py", "test_ident.py", "test_dnsname.py")
+
+
+def real_root() -> bool:
+    """Root of the machine, not only of a user namespace (where ids other than its own can't be set)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() == ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
+def keep_own_ids(service: Path, account: str) -> None:
+    """A service directory made for `account`, changed to run as whoever runs the suite, unless that is the
+    machine's root: only it may set ids, even its own (tcpserver -U, setuidgid, chpst -u)."""
+    if real_root():
+        return
+    for script, privileged, plain in ((service / "run", " -v -PR -U ", " -v -PR "),
+                                      (service / "log" / "run", f"setuidgid {account} ", ""),
+                                      (service / "log" / "run", f"chpst -u {account} ", "")):
+        script.write_text(script.read_text().replace(privileged, plain))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if os.geteuid() == 0:
+        return
+    privileged = [item for item in items if item.path.name in PRIVILEGED_MODULES]
+    if privileged:
+        config.hook.pytest_deselected(items=privileged)
+        items[:] = [item for item in items if item.path.name not in PRIVILEGED_MODULES]
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     """Fail the run if any program log, tcpserver log or multilog file holds a test password."""
     base = session.config._tmp_path_factory.getbasetemp() if hasattr(session.config, "_tmp_path_factory") else None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PASSWORD, credentials, free_port, need, run_program, swaks
+from conftest import BIN, PASSWORD, credentials, free_port, keep_own_ids, need, run_program, swaks
 
 TOP = Path(__file__).resolve().parent.parent
 EXAMPLES = TOP / "examples"
@@ -243,11 +243,7 @@ def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str
     assert r.returncode == 0, r.stderr
     for name in ("QMAILQUEUE", "FAKEQ_DIR", "PATH"):
         (svc / "env" / name).write_text(auth_env[name] + "\n")
-    if os.geteuid() != 0:  # only root may set ids, even its own: the suite run by a user keeps the user's
-        for script, privileged, plain in ((svc / "run", "tcpserver -v -PR -U ", "tcpserver -v -PR "),
-                                          (svc / "log" / "run", f"setuidgid {account} ", ""),
-                                          (svc / "log" / "run", f"chpst -u {account} ", "")):
-            script.write_text(script.read_text().replace(privileged, plain))
+    keep_own_ids(svc, account)
     return svc
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, C_QMAIL, LOGS, PASSWORD, credentials, need, swaks
+from conftest import BIN, C_QMAIL, LOGS, PASSWORD, credentials, keep_own_ids, need, real_root, swaks
 from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, network  # noqa: F401 - a fixture
 from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
 
@@ -270,6 +270,11 @@ def test_crashing_programs_do_not_take_the_server_down(start):
 
 
 def test_privileges_dropped_as_tcpserver_drops_them(start):
+    if not real_root():  # root of a user namespace only (tests/test_privileged.py): no other id can be set
+        for server in both(start, "-v", "-R", "-H", "-l", "x", "-u", "65534", "-g", "65533", "id", env=plain_env()):
+            assert server.proc.wait(timeout=10) == 111
+            assert "tcpserver: fatal: unable to set gid: permission denied" in server.log
+        return
     [ids] = compare(start, ["-R", "-H", "-l", "x", "-u", "65534", "-g", "65533", "id"], ["127.0.0.1"], plain_env())
     assert re.fullmatch(r"uid=65534\(\w+\) gid=65533(\(\w+\))? groups=65533(\(\w+\))?", ids[0])  # no other group
     [ids] = compare(start, ["-R", "-H", "-l", "x", "-U", "id"], ["127.0.0.1"], plain_env(UID="65534", GID="65534"))
@@ -512,6 +517,7 @@ def test_service_from_smtpfront_conf_under_svscan(auth_env, queue, tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"{BIN}/smtpfront-server -v -PR -U -l mx.example -c 40 -x tcp.cdb -- 127.0.0.1 {port}" in (
         svc / "run").read_text()
+    keep_own_ids(svc, account)
     for name in ("QMAILQUEUE", "FAKEQ_DIR", "PATH"):
         (svc / "env" / name).write_text(auth_env[name] + "\n")
     scan = subprocess.Popen([need("svscan"), str(svc.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
