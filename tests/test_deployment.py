@@ -192,7 +192,15 @@ def test_smtpfront_conf_refuses_to_overwrite(tmp_path):
     assert r.returncode == 1 and "exists" in r.stderr
 
 
-@pytest.mark.parametrize("program", ["smtpfront-conf", "smtpfront-launchers"])
+def scripts() -> list[str]:
+    """Every program pip installs ([project.scripts])."""
+    import tomllib
+
+    with open(TOP / "pyproject.toml", "rb") as f:
+        return sorted(tomllib.load(f)["project"]["scripts"])
+
+
+@pytest.mark.parametrize("program", scripts())
 @pytest.mark.parametrize("option", ["--version", "-V"])
 def test_version(program, option):
     from smtpfront import __version__

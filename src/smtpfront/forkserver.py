@@ -603,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
 
     gc.disable()  # no collections in the server: the objects children share stay untouched
     args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-V"]):  # tcpserver has neither option
+        from . import __version__
+
+        posix.write(1, f"smtpfront-server {__version__}\n".encode())
+        return 0
     environ = dict(posix.environ)
     try:
         options = parse(args, environ)

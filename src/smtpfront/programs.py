@@ -193,7 +193,7 @@ def leave(code: int) -> None:
 def main(name: str) -> None:
     """An installed command: print the version, or run one session and leave."""
     if sys.argv[1:] in (["--version"], ["-V"]):
-        print(f"{name} (smtpfront) {__version__}")
+        print(f"{name} {__version__}")
         leave(0)
     from .config import process_environ
 
