@@ -227,8 +227,7 @@ class Listening:
 
     def children(self) -> list[int]:
         """The server's child processes: one a session."""
-        with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
-            return [int(pid) for pid in f.read().split()]
+        return children(self.proc.pid)
 
 
 def one_session(port: int, dialogue: bytes) -> tuple[float, bool]:
@@ -284,37 +283,50 @@ def tcp_rates(servers: dict[str, list[str]], env: dict[str, str], dialogue: byte
     return results
 
 
+def children(pid: int) -> list[int]:
+    """A single-threaded process's children (a server's: one a session)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
+
+
+def rollup(pid: int) -> dict[str, int]:
+    """A process's memory in kB from /proc/PID/smaps_rollup: USS (private), PSS and RSS."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        kb = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if v.strip().endswith("kB")}
+    return {"uss": kb["Private_Clean"] + kb["Private_Dirty"], "pss": kb["Pss"], "rss": kb["Rss"]}
+
+
+def greeted(port: int, count: int) -> list[socket.socket]:
+    """`count` connections to the server, each greeted: its session set up and waiting."""
+    conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+    for conn in conns:
+        conn.settimeout(30)
+        while b"\r\n" not in conn.recv(4096):
+            pass
+    return conns
+
+
 def idle_memory(argv: list[str], env: dict[str, str], sessions: int) -> tuple[float, float, float]:
     """`sessions` connections, each greeted and then idle: per session (PSS, USS, RSS) in MB, from smaps_rollup."""
     with Listening(argv, env) as server:
         conns = []
         try:
-            for _ in range(sessions):
-                conn = socket.create_connection(("127.0.0.1", server.port))
-                conns.append(conn)
-            for conn in conns:
-                conn.settimeout(30)
-                while b"\r\n" not in conn.recv(4096):
-                    pass
+            conns = greeted(server.port, sessions)
             time.sleep(0.5)
-            totals = {"Pss": 0, "Private_Clean": 0, "Private_Dirty": 0, "Rss": 0}
-            counted = 0
+            figures = []
             for pid in server.children():
                 try:
-                    with open(f"/proc/{pid}/smaps_rollup") as f:
-                        fields = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in f) if v}
-                except (OSError, ValueError):
+                    figures.append(rollup(pid))
+                except (OSError, ValueError, KeyError):
                     continue
-                counted += 1
-                for key in totals:
-                    totals[key] += fields.get(key, 0)
         finally:
             for conn in conns:
                 conn.close()
+    counted = len(figures)
     if counted < sessions:
         print(f"    (only {counted} of {sessions} sessions were running)")
     per = max(counted, 1) * 1024
-    return totals["Pss"] / per, (totals["Private_Clean"] + totals["Private_Dirty"]) / per, totals["Rss"] / per
+    return tuple(sum(f[key] for f in figures) / per for key in ("pss", "uss", "rss"))
 
 
 def tcp_bench(setup: Setup, sessions: int = 400, clients: int = 40, idle: int = IDLE) -> None:

@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import PASSWORD, Setup, tcp_connect, tls_session  # the common harness (bench/run.py)
+from run import PASSWORD, Setup, children, greeted, rollup, tcp_connect, tls_session  # bench/run.py's harness
 
 BIN = Path(sys.executable).parent
 C_PROGRAM = "/usr/sbin/smtpfront-qmail"
@@ -226,38 +226,13 @@ def latency(servers: list[Service], runs: int) -> dict[str, list[float]]:
 # -- memory of idle sessions --------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def rollup(pid: int) -> dict[str, int]:
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        fields = dict(line.split(":", 1) for line in f if ":" in line and not line.startswith(("0", "5", "7")))
-    kb = {k.strip(): int(v.split()[0]) for k, v in fields.items() if v.strip().endswith("kB")}
-    return {"uss": kb["Private_Clean"] + kb["Private_Dirty"], "pss": kb["Pss"], "rss": kb["Rss"]}
-
-
 def idle_memory(env: dict[str, str], count: int) -> None:
     print(f"memory of {count} idle sessions (connected, greeted, waiting), per session: median (min..max) kB")
     extra = ["-c", str(count + 10), "-b", str(count + 10)]
     for s in services(env, extra, which=("C", "server")):
         conns = []
         try:
-            for _ in range(count):
-                conn = socket.create_connection(("127.0.0.1", s.port))
-                conns.append(conn)
-            for conn in conns:
-                conn.recv(100)  # the greeting: the session is set up and waiting
+            conns = greeted(s.port, count)
             time.sleep(0.5)
             pids = children(s.proc.pid)
             figures = [rollup(pid) for pid in pids]
