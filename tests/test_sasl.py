@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from conftest import DEMO, PASSWORD, need
 from smtpfront import cvm
 from smtpfront.sasl import decode
@@ -314,3 +316,15 @@ def test_cvm_udp_against_real_cvm_pwfile(smtp, cvm_socket, queue):
         proc.wait()
     # nobody listening any more: bounded, temporary
     assert cvm.authenticate(f"cvm-udp:127.0.0.1:{port}", creds, 0.6).status == cvm.TEMPORARY
+
+
+@pytest.mark.parametrize("secret", ["", "sekrit"])
+def test_the_auth_cvm_never_sees_the_lookup_secret(smtp, cvm_socket, secret):
+    """A cvm-validate set-up's CVM_LOOKUP_SECRET in the service's environment: set empty, it put a command CVM
+    for AUTH into lookup mode, which takes any password; set, every AUTH failed 454."""
+    env = {"CVM_SASL_PLAIN": "cvm-command:/usr/bin/cvm-pwfile", "CVM_PWFILE_PATH": cvm_socket["pwfile"],
+           "CVM_LOOKUP_SECRET": secret}
+    wrong = smtp(f"AUTH PLAIN {b64(chr(0) + DEMO + chr(0) + 'wrong')}\r\nQUIT\r\n".encode(), **env)
+    assert wrong.codes == [220, 535, 221]
+    right = smtp(f"AUTH PLAIN {b64(chr(0) + DEMO + chr(0) + PASSWORD)}\r\nQUIT\r\n".encode(), **env)
+    assert right.codes == [220, 235, 221]
