@@ -51,6 +51,13 @@ def network_key(ip: str) -> str:
     return "net:" + ".".join(ip.split(".")[:3]) + ".0/24"
 
 
+def login_key(login: str) -> str:
+    """The login as the budget counts it: case-folded, and only the part before the last `@` (the account
+    the CVM is asked for), since a CVM without domains (cvm-pwfile, cvm-unix) takes `DEMO`, `demo@` and
+    `demo@any.example` all for `demo`; a CVM with domains shares one budget between `info@a` and `info@b`."""
+    return (login.rpartition("@")[0] if "@" in login else login).casefold()
+
+
 def wait(failures: int, slow: int, refuse: int | None, longest: float) -> float | None:
     """Seconds an attempt waits after `failures` recent failures; None when it is refused."""
     if refuse is not None and failures >= refuse:
@@ -109,7 +116,7 @@ class Throttle:
 
         Raises OSError when the store can't be used.
         """
-        login = login.lower()
+        login = login_key(login)
         net = network_key(remote_ip)
         keys = sorted((self._path(key), kind) for kind, key in
                       (("pair", f"pair:{net} {login}"), ("net", net), ("login", "user:" + login)))
