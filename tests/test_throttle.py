@@ -9,6 +9,7 @@ import base64
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from conftest import DEMO, PASSWORD
 from smtpfront.throttle import LIMITS, WINDOW, Throttle, network_key
@@ -141,3 +142,16 @@ def test_every_spelling_a_cvm_takes_for_one_login_shares_its_budget(smtp, cvm_so
     told = [store.reserve("198.51.100.7", SPELLINGS[i % len(SPELLINGS)]) for i in range(12)]
     assert [None if r is None else r.wait for r in told] == [0.0] * 5 + [1.0, 2.0, 4.0, 8.0, 16.0, None, None]
     assert all(store.reserve("198.51.100.9", login) is None for login in SPELLINGS)
+
+
+def test_a_link_in_the_store_is_never_written_through(tmp_path):
+    """Someone who may write the directory plants a link where a key's file will be: the store is unusable
+    (AUTH is refused) rather than writing stamps into whatever the link names."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    store = Throttle(str(store_dir))
+    Path(store._path("user:demo")).symlink_to(victim)
+    assert store.attempt("198.51.100.7", "demo", lambda seconds: None) is None
+    assert victim.read_text() == "precious\n"

@@ -104,7 +104,7 @@ class Throttle:
         fds: list[int] = []
         try:
             for path in paths:
-                fds.append(posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC, 0o600))
+                fds.append(posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC, 0o600))
                 fcntl.flock(fds[-1], fcntl.LOCK_EX)
         except OSError:
             _close(fds)
