@@ -106,10 +106,6 @@ class Pipeline:
                 return
         self.backend.data_block(self.session, block)
 
-    def size_limit(self) -> int:
-        """The smallest message size limit any plugin has (0: none)."""
-        return min((n for n in (p.size_limit(self.session) for p in self.plugins) if n), default=0)
-
     def fail_message(self, reply: Reply) -> None:
         """Refuse the message being received (an error outside the plugins): nothing reaches the back end."""
         if self.data_failure is None:

@@ -794,6 +794,9 @@ class Engine:
         """
         while True:
             final = self._chunk is not None and self._chunk.last and not self._chunk_left
+            if final and self._cr_held:  # an empty LAST chunk: the CR held from the chunk before is a bare CR
+                self._stored.append(self._store(b"", True))
+                self._stored_size += len(self._stored[-1])
             if final or self._stored_size >= DATA_HOLD:  # blocks of DATA's size, whatever the chunks' sizes
                 block = self._lines(final)
                 if block:

@@ -62,11 +62,6 @@ class Plugin:
     def message_end(self, session) -> Reply | None:
         return None
 
-    def size_limit(self, session) -> int:
-        """The largest message this plugin would take, in stored bytes (0: any); BDAT refuses a chunk over it
-        before storing an octet (not a mailfront hook: DATA has no sizes up front)."""
-        return 0
-
 
 HOOKS = ("init", "helo", "reset", "sender", "recipient", "data_start", "data_block", "message_end")
 
