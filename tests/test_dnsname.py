@@ -65,3 +65,18 @@ def test_names_read_back_as_djbdns_reads_them():
     assert dnsname.encode_name("x\\.y") == b"\x03x.y\x00"
     with pytest.raises(DNSError):
         dnsname.encode_name("x" * 64 + ".example")
+
+
+def test_a_name_longer_than_255_octets_is_an_error():
+    """As djbdns' dns_packet_getname: tcpserver then sets no TCPREMOTEHOST (a PTR answer may say anything)."""
+    def wire(*sizes: int) -> bytes:
+        return b"".join(bytes([n]) + b"a" * n for n in sizes) + b"\0"
+
+    longest = wire(63, 63, 63, 61)  # 255 octets
+    assert len(longest) == 255 and dnsname.read_name(longest, 0) == ([b"a" * 63] * 3 + [b"a" * 61], 255)
+    with pytest.raises(DNSError, match="name too long"):
+        dnsname.read_name(wire(63, 63, 63, 62), 0)
+    # pointers don't make a name longer than its labels: one too many is still too many
+    packet = wire(63, 63) + bytes([63]) + b"a" * 63 + bytes([63]) + b"a" * 63 + b"\xc0\x00"
+    with pytest.raises(DNSError, match="name too long"):
+        dnsname.read_name(packet, 129)

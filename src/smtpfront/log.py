@@ -15,10 +15,22 @@ import posix
 NOTE = "smtpfront: "
 
 
+def _escape(c: str) -> str:
+    """One character as a log line shows it: `\\\\` for a backslash (so that no text the client sends reads as
+    an escape), `\\xNN` for an ASCII control and for a byte that is not UTF-8 (decoded with surrogateescape),
+    `\\u{NNNN}` for any other character that is not printable (a right-to-left override, a line separator)."""
+    n = ord(c)
+    if c == "\\":
+        return "\\\\"
+    if n < 0x80 or 0xDC80 <= n <= 0xDCFF:
+        return f"\\x{n & 0xFF:02x}"
+    return f"\\u{{{n:x}}}"
+
+
 def _clean(message: str) -> str:
-    if message.isprintable():
+    if message.isprintable() and "\\" not in message:
         return message
-    return "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in message)
+    return "".join(c if c.isprintable() and c != "\\" else _escape(c) for c in message)
 
 
 class Log:
