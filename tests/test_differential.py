@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ W = base64.b64encode(b"\0demo\0wrong").decode()
 ENV = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\n"
 MSG = ENV + b"DATA\r\nSubject: t\r\n\r\nbody\r\n.\r\n"
 C_SBIN = "/usr/sbin"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def b64(text: str) -> bytes:
@@ -475,9 +477,24 @@ add("patterns header only in header", PATTERNS, data(b"Subject: t", b"", b"Subje
     files=PAT_FILE)
 add("patterns linemax", PATTERNS, data(b"Subject: " + b"a" * 20 + b"spam"), {**PAT, "PATTERNS_LINEMAX": "20"},
     files=PAT_FILE)
-add("patterns plain line", PATTERNS, data(b"Subject: t", b"", b"buy viagra now"), PAT,
-    files={"patterns": "*viagra*\n"}, replies="plain PATTERNS lines match (mailfront drops their first character)",
-    log="the replies")
+add("patterns plain line", PATTERNS, data(b"Subject: t", b"", b"buy viagra now") + data(b"Subject: t", b"", b"viagra"),
+    PAT, files={"patterns": "*viagra*\n"})
+# The first character of a line is a control character; any but # = : \ makes the rest a glob for any line.
+NOT_GLOBS = [data(b"Subject: t", b"", line)
+             for line in (b"/Subject: viagra", b" Subject: viagra", b"my Subject: viagra")]
+for control in "/ *":
+    add(f"patterns control {control!r}", PATTERNS, data(b"Subject: buy viagra", b"", b"body")
+        + data(b"Subject: t", b"", b"Subject: viagra", b"more") + data(b"Subject: t", b"", b"text", b"Subject: viagra")
+        + b"".join(NOT_GLOBS) + data(b"Subject: t", b"", b"text"), PAT,
+        files={"patterns": f"=Control {control!r}\n{control}Subject: *viagra*\n"})
+add("patterns trailing white space", PATTERNS, data(b"Subject: t", b"", b"exact") + data(b"Subject: t", b"", b"exact  ")
+    + data(b"Subject: t", b"", b"two") + data(b"Subject: t", b"", b" two"), PAT,
+    files={"patterns": "=Stripped \t\r\n/exact \t\v\r\n  two\r\n"})
+add("patterns sample", PATTERNS, data(b"Subject: get FREE MONEY now", b"", b"hi")
+    + data(b"Subject: tool", b"", b"TVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAA")
+    + data(b"Subject: hi", b"", b"text", b"see https://phish.example/login")
+    + data(b"Subject: free money is a myth", b"", b"TVqQ in the middle"),
+    {"PATTERNS": str(EXAMPLES / "patterns.sample")})
 add("patterns unreadable", PATTERNS, ECHO_MSG, {"PATTERNS": "@TMP@/nonexistent"},
     replies="an unreadable PATTERNS file refuses service (421 4.3.0); mailfront warns and checks nothing",
     log="the replies", exit="the session is refused")
