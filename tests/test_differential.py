@@ -416,6 +416,8 @@ add("rules escapes", RULES, b"MAIL FROM:<a:b@x.example>\r\nMAIL FROM:<a@y.exampl
 add("rules recipient scope", RULES, b"MAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nRCPT TO:<c@y.example>\r\n"
     b"MAIL FROM:<a@z.example>\r\nRCPT TO:<b@y.example>\r\n",
     {"RULES": ":recipient\nk*@x.example:b@y.example:ok b\nd*@z.example:*:z no\nd*:*:other\n:sender\nk*:*\n"})
+add("rules K without text", f"{RULES} accept", b"MAIL FROM:<a@k.example>\r\nRCPT TO:<b@k.example>\r\n",
+    {"RULES": ":sender\nK*@k.example:*\n:recipient\nK*:*@k.example:\n"})  # 2.12 ignores K: accept's words
 add("rules k final", "smtpfront-qmail", b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@other.example>\r\n",
     {"RULES": ":recipient\nk*:*@other.example\n"})
 LISTS = {"domains": "X.example\n# comment\n\ny.example\n", "addresses": "a@z.example\n@w.example\n",
