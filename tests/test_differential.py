@@ -15,12 +15,11 @@ import base64
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BIN, DEMO, LOGS, PASSWORD, need
+from conftest import BIN, DEMO, LOGS, PASSWORD, need, wait_for_path
 
 W = base64.b64encode(b"\0demo\0wrong").decode()
 ENV = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\n"
@@ -720,10 +719,7 @@ def cvm_lookup(tmp_path_factory, cvm_socket):
         env = {**os.environ, "CVM_PWFILE_PATH": cvm_socket["pwfile"], "CVM_LOOKUP_SECRET": secret}
         procs.append(subprocess.Popen([need("cvm-pwfile"), f"cvm-local:{sock}"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for _ in range(200):
-            if sock.exists():
-                break
-            time.sleep(0.01)
+        wait_for_path(sock, procs[-1])
         modules[name] = f"cvm-local:{sock}"
     yield modules
     for proc in procs:
