@@ -1625,6 +1625,18 @@ def test_same_as_c_mailfront(name, base_env, cvm_socket, cvm_lookup, tmp_path):
         assert our_lines == expected(c_lines, edits), f"{aspect}: {why}"
 
 
+def test_pins_replace_exactly_the_lines_named():
+    assert expected(["a", "b", "c", "b"], {"b": "B1\nB2"}) == ["a", "B1", "B2", "c", "B1", "B2"]
+    assert expected(["a", "b", "c"], {"b\nc": None, "a": "A"}) == ["A"]
+    assert expected(["x", "x", "y"], {"x": "1", "x\ny": "2"}) == ["1", "2"]  # the longest first
+    assert expected([], {"": "said"}) == ["said"]
+    with pytest.raises(AssertionError, match="C no longer says"):
+        expected(["a", "b"], {"a": "A", "z": "Z"})
+    for theirs, ours in ((["a", "b"], ["b"]), (["a", "b"], ["x", "a", "b"]), (["a", "b"], ["a", "b", "c"]),
+                         (["x", "y", "x", "y"], ["x", "y", "x", "Y"]), ([], ["n"]), (["a"], [])):
+        assert expected(theirs, suggested(theirs, ours)) == ours, (theirs, ours)
+
+
 def test_agreement_figure(capsys):
     """Runs last in this module: prints the agreement for the closing note."""
     expected_same = [n for n, c in CASES.items() if not c.differs]
