@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BIN, DEMO, PASSWORD, leaked, need, run_program
+from conftest import BIN, DEMO, PASSWORD, leaked, need, run_program, wait_for_path
 
 
 def b64(s: str) -> str:
@@ -41,10 +41,7 @@ def counting_cvm(tmp_path):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env={"CVM_PWFILE_PATH": str(pwfile)},
                                 stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        if sock.exists():
-            break
-        time.sleep(0.01)
+    wait_for_path(sock, proc)
 
     def checks() -> list[str]:
         """Stop the CVM (its log is flushed when it exits) and return one line per credential it checked."""
