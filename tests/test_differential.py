@@ -1561,8 +1561,8 @@ def as_lines(aspect: str, value: list) -> list[str]:
 
 def expected(theirs: list[str], edits: dict[str, str | None]) -> list[str]:
     """C's lines with each run of lines `old` (a key, lines joined by newlines) replaced by `edits[old]` (None: no
-    lines) wherever it occurs in them (the key "" stands for no lines at all).  The edits apply to C's lines side
-    by side, the longest first where two could; every `old` must occur: a pinned difference names what C says."""
+    lines) wherever it occurs in them (when C gave no lines at all, the one key is "").  The edits apply to C's
+    lines side by side, the longest first where two could; every `old` must occur: a pin names what C says."""
     if not theirs:
         assert set(edits) == {""}, "C said nothing"
         return [] if edits[""] is None else edits[""].split("\n")
