@@ -707,6 +707,155 @@ add("smtpfront-qmail log lines", "smtpfront-qmail", b"EHLO x\r\n" + ENV + b"RCPT
     b"MAIL FROM:<bad@x.example>\r\nRCPT TO:<y@example.org>\r\n" + MSG + b"QUIT\r\n")
 
 
+# -- running a case ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cvm_lookup(tmp_path_factory, cvm_socket):
+    """cvm-pwfile in lookup mode on two sockets: without a secret, and with the secret `sekrit`."""
+    d = tmp_path_factory.mktemp("cvm-lookup")
+    procs, modules = [], {}
+    for name, secret in (("@LOOKUP@", ""), ("@LOOKUP_SECRET@", "sekrit")):
+        sock = d / f"{len(procs)}.sock"
+        env = {**os.environ, "CVM_PWFILE_PATH": cvm_socket["pwfile"], "CVM_LOOKUP_SECRET": secret}
+        procs.append(subprocess.Popen([need("cvm-pwfile"), f"cvm-local:{sock}"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for_path(sock, procs[-1])
+        modules[name] = f"cvm-local:{sock}"
+    yield modules
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _normalise(text: str, where: str) -> str:
+    text = text.replace(where, "@TMP@")
+    text = re.sub(r"\d+:(K[^,]* qp )\d+ ", r"N:\1PID ", text)  # a QMQP/QMTP answer: its length holds the pid's
+    text = re.sub(r" qp \d+ ", " qp PID ", text)
+    return re.sub(r"; \d\d \w\w\w \d{4} \d\d:\d\d:\d\d -0000", "; DATE", text)
+
+
+def _normalise_log(text: str, where: str) -> list[str]:
+    lines = []
+    for line in text.splitlines():
+        line = re.sub(r"^mailfront\[\d+\]: ", "", line)
+        if line.startswith("smtpfront: "):
+            continue  # our own lines
+        lines.append(_normalise(line, where))
+    return lines
+
+
+def _bytes_out(line: str, less: int) -> str:
+    found = re.fullmatch(r"bytes in: (\d+) bytes out: (\d+)", line)
+    return f"bytes in: {found[1]} bytes out: {int(found[2]) - less}" if found else line
+
+
+def _queued(fakeq, side_dir, before: set) -> list[bytes]:
+    """The stand-in qmail-queue's messages in order, then every file that appeared in the case's directory."""
+    out = []
+    for f in sorted(fakeq.glob("msg.*"), key=lambda f: int(f.name.rpartition(".")[2])):
+        out.append(f.read_bytes())
+    for f in sorted(p for p in side_dir.rglob("*") if p.is_file() and p not in before and p.suffix != ".cache"):
+        assert f.parent.name != "tmp", f"a queue file left in tmp/: {f}"
+        out.append(f.read_bytes())
+    where = str(side_dir).encode()
+    return [_normalise(data.decode("utf-8", "surrogateescape"), where.decode()).encode("utf-8", "surrogateescape")
+            for data in out]
+
+
+def _write_files(case: Case, side_dir) -> None:
+    for rel, content in case.files.items():
+        path = side_dir / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Cdb):
+            records = "".join(f"+{len(k)},{len(v)}:{k}->{v}\n" for k, v in content.items()) + "\n"
+            subprocess.run([need("cdb"), "-c", str(path)], input=records.encode(), check=True)
+        else:
+            path.write_text(content)
+
+
+def _environment(case: Case, base_env: dict, places: dict, side_dir) -> dict[str, str]:
+    env = dict(base_env)
+    markers = {name for name in ("CVM", "QUEUEDIR") if case.env.get(name) == "1"} | {"RULES"} & set(case.env)
+    for name, value in case.env.items():
+        if name in markers:
+            continue
+        if value is None:
+            env.pop(name, None)
+            continue
+        for place, replacement in places.items():
+            value = value.replace(place, replacement)
+        env[name] = value
+    if "CVM" in markers:
+        env["CVM_SASL_PLAIN"] = places["@CVM@"]
+    if "RULES" in case.env:
+        rules = side_dir / "rules"
+        rules.write_text(case.env["RULES"].replace("@TMP@", str(side_dir)))
+        env["MAILRULES"] = str(rules)
+    if "QUEUEDIR" in markers:
+        queuedir = side_dir / "queuedir"
+        for sub in ("tmp", "new"):
+            (queuedir / sub).mkdir(parents=True)
+        env["QUEUEDIR"] = str(queuedir)
+        env["QUEUEDIR_NOSYNC"] = "1"
+    return env
+
+
+def run_both(case: Case, base_env: dict, places: dict, tmp_path) -> tuple[dict, dict]:
+    """Run the case through the C program and ours (at the same time); their normalised results."""
+    runs = {}
+    for side in ("c", "ours"):
+        side_dir = tmp_path / side
+        side_dir.mkdir()
+        _write_files(case, side_dir)
+        fakeq = tmp_path / f"fakeq-{side}"
+        fakeq.mkdir()
+        env = _environment(case, base_env, {**places, "@TMP@": str(side_dir)}, side_dir)
+        before = set(side_dir.rglob("*"))
+        env["FAKEQ_DIR"] = str(fakeq)
+        program = case.argv[0]
+        path = f"{C_SBIN}/{program}" if side == "c" else str(BIN / program)
+        proc = subprocess.Popen([path, *case.argv[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+        runs[side] = (proc, side_dir, fakeq, before)
+    results = []
+    for side, (proc, side_dir, fakeq, before) in runs.items():
+        stdout, stderr = proc.communicate(case.dialogue, timeout=30)
+        added = 0
+        if side == "ours":
+            stdout, added = without_our_ehlo_keywords(stdout)
+        where = str(side_dir)
+        if side == "ours":  # mailfront logs a password in some cases (see "sasl requires tls")
+            LOGS.append((" ".join(case.argv), stderr.decode("utf-8", "replace")))
+        replies = [_normalise(line, where) for line in re.split(r"\r?\n", stdout.decode("utf-8", "replace"))]
+        log = _normalise_log(stderr.decode("utf-8", "replace"), where)
+        # each qmail-queue pid in a reply was written as `PID`: count it so in `bytes out`
+        pids = re.findall(rb" qp (\d+) ", stdout)
+        log = [_bytes_out(line, sum(len(p) - 3 for p in pids) + added) for line in log]
+        results.append({"replies": replies, "log": log,
+                        "queued": _queued(fakeq, side_dir, before), "exit": [proc.returncode]})
+    return results[0], results[1]
+
+
+OUR_EHLO_KEYWORDS = (b"CHUNKING", b"SMTPUTF8")  # RFC 3030 and RFC 6531, which mailfront does not offer
+
+
+def without_our_ehlo_keywords(stdout: bytes) -> tuple[bytes, int]:
+    """The replies without the EHLO lines of the extensions mailfront lacks, and how many bytes they were.
+
+    Offering them is an intended difference (docs/differences.md) that every EHLO shows; taking them out here
+    lets each case compare everything else, the `bytes out` of the log included.
+    """
+    kept: list[bytes] = []
+    for line in stdout.split(b"\r\n"):
+        if line[:3] == b"250" and line[4:] in OUR_EHLO_KEYWORDS:
+            if line[3:4] == b" ":  # it ended the EHLO reply: the line before it does now
+                kept[-1] = kept[-1][:3] + b" " + kept[-1][4:]
+            continue
+        kept.append(line)
+    return b"\r\n".join(kept), len(stdout) - len(b"\r\n".join(kept))
+
+
 # -- what ours says in place of C's lines, for each intended difference (see `expected`) -----
 # (a case may also give them itself: aspect=(why, {C's lines: ours}))
 
@@ -1394,155 +1543,6 @@ PINS: dict[str, dict[str, dict[str, str | None]]] = {
 for name, aspects in PINS.items():
     for aspect, edits in aspects.items():
         CASES[name].differs[aspect] = (CASES[name].differs[aspect], edits)
-
-
-# -- running a case ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cvm_lookup(tmp_path_factory, cvm_socket):
-    """cvm-pwfile in lookup mode on two sockets: without a secret, and with the secret `sekrit`."""
-    d = tmp_path_factory.mktemp("cvm-lookup")
-    procs, modules = [], {}
-    for name, secret in (("@LOOKUP@", ""), ("@LOOKUP_SECRET@", "sekrit")):
-        sock = d / f"{len(procs)}.sock"
-        env = {**os.environ, "CVM_PWFILE_PATH": cvm_socket["pwfile"], "CVM_LOOKUP_SECRET": secret}
-        procs.append(subprocess.Popen([need("cvm-pwfile"), f"cvm-local:{sock}"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for_path(sock, procs[-1])
-        modules[name] = f"cvm-local:{sock}"
-    yield modules
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-
-
-def _normalise(text: str, where: str) -> str:
-    text = text.replace(where, "@TMP@")
-    text = re.sub(r"\d+:(K[^,]* qp )\d+ ", r"N:\1PID ", text)  # a QMQP/QMTP answer: its length holds the pid's
-    text = re.sub(r" qp \d+ ", " qp PID ", text)
-    return re.sub(r"; \d\d \w\w\w \d{4} \d\d:\d\d:\d\d -0000", "; DATE", text)
-
-
-def _normalise_log(text: str, where: str) -> list[str]:
-    lines = []
-    for line in text.splitlines():
-        line = re.sub(r"^mailfront\[\d+\]: ", "", line)
-        if line.startswith("smtpfront: "):
-            continue  # our own lines
-        lines.append(_normalise(line, where))
-    return lines
-
-
-def _bytes_out(line: str, less: int) -> str:
-    found = re.fullmatch(r"bytes in: (\d+) bytes out: (\d+)", line)
-    return f"bytes in: {found[1]} bytes out: {int(found[2]) - less}" if found else line
-
-
-def _queued(fakeq, side_dir, before: set) -> list[bytes]:
-    """The stand-in qmail-queue's messages in order, then every file that appeared in the case's directory."""
-    out = []
-    for f in sorted(fakeq.glob("msg.*"), key=lambda f: int(f.name.rpartition(".")[2])):
-        out.append(f.read_bytes())
-    for f in sorted(p for p in side_dir.rglob("*") if p.is_file() and p not in before and p.suffix != ".cache"):
-        assert f.parent.name != "tmp", f"a queue file left in tmp/: {f}"
-        out.append(f.read_bytes())
-    where = str(side_dir).encode()
-    return [_normalise(data.decode("utf-8", "surrogateescape"), where.decode()).encode("utf-8", "surrogateescape")
-            for data in out]
-
-
-def _write_files(case: Case, side_dir) -> None:
-    for rel, content in case.files.items():
-        path = side_dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, Cdb):
-            records = "".join(f"+{len(k)},{len(v)}:{k}->{v}\n" for k, v in content.items()) + "\n"
-            subprocess.run([need("cdb"), "-c", str(path)], input=records.encode(), check=True)
-        else:
-            path.write_text(content)
-
-
-def _environment(case: Case, base_env: dict, places: dict, side_dir) -> dict[str, str]:
-    env = dict(base_env)
-    markers = {name for name in ("CVM", "QUEUEDIR") if case.env.get(name) == "1"} | {"RULES"} & set(case.env)
-    for name, value in case.env.items():
-        if name in markers:
-            continue
-        if value is None:
-            env.pop(name, None)
-            continue
-        for place, replacement in places.items():
-            value = value.replace(place, replacement)
-        env[name] = value
-    if "CVM" in markers:
-        env["CVM_SASL_PLAIN"] = places["@CVM@"]
-    if "RULES" in case.env:
-        rules = side_dir / "rules"
-        rules.write_text(case.env["RULES"].replace("@TMP@", str(side_dir)))
-        env["MAILRULES"] = str(rules)
-    if "QUEUEDIR" in markers:
-        queuedir = side_dir / "queuedir"
-        for sub in ("tmp", "new"):
-            (queuedir / sub).mkdir(parents=True)
-        env["QUEUEDIR"] = str(queuedir)
-        env["QUEUEDIR_NOSYNC"] = "1"
-    return env
-
-
-def run_both(case: Case, base_env: dict, places: dict, tmp_path) -> tuple[dict, dict]:
-    """Run the case through the C program and ours (at the same time); their normalised results."""
-    runs = {}
-    for side in ("c", "ours"):
-        side_dir = tmp_path / side
-        side_dir.mkdir()
-        _write_files(case, side_dir)
-        fakeq = tmp_path / f"fakeq-{side}"
-        fakeq.mkdir()
-        env = _environment(case, base_env, {**places, "@TMP@": str(side_dir)}, side_dir)
-        before = set(side_dir.rglob("*"))
-        env["FAKEQ_DIR"] = str(fakeq)
-        program = case.argv[0]
-        path = f"{C_SBIN}/{program}" if side == "c" else str(BIN / program)
-        proc = subprocess.Popen([path, *case.argv[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env)
-        runs[side] = (proc, side_dir, fakeq, before)
-    results = []
-    for side, (proc, side_dir, fakeq, before) in runs.items():
-        stdout, stderr = proc.communicate(case.dialogue, timeout=30)
-        added = 0
-        if side == "ours":
-            stdout, added = without_our_ehlo_keywords(stdout)
-        where = str(side_dir)
-        if side == "ours":  # mailfront logs a password in some cases (see "sasl requires tls")
-            LOGS.append((" ".join(case.argv), stderr.decode("utf-8", "replace")))
-        replies = [_normalise(line, where) for line in re.split(r"\r?\n", stdout.decode("utf-8", "replace"))]
-        log = _normalise_log(stderr.decode("utf-8", "replace"), where)
-        # each qmail-queue pid in a reply was written as `PID`: count it so in `bytes out`
-        pids = re.findall(rb" qp (\d+) ", stdout)
-        log = [_bytes_out(line, sum(len(p) - 3 for p in pids) + added) for line in log]
-        results.append({"replies": replies, "log": log,
-                        "queued": _queued(fakeq, side_dir, before), "exit": [proc.returncode]})
-    return results[0], results[1]
-
-
-OUR_EHLO_KEYWORDS = (b"CHUNKING", b"SMTPUTF8")  # RFC 3030 and RFC 6531, which mailfront does not offer
-
-
-def without_our_ehlo_keywords(stdout: bytes) -> tuple[bytes, int]:
-    """The replies without the EHLO lines of the extensions mailfront lacks, and how many bytes they were.
-
-    Offering them is an intended difference (docs/differences.md) that every EHLO shows; taking them out here
-    lets each case compare everything else, the `bytes out` of the log included.
-    """
-    kept: list[bytes] = []
-    for line in stdout.split(b"\r\n"):
-        if line[:3] == b"250" and line[4:] in OUR_EHLO_KEYWORDS:
-            if line[3:4] == b" ":  # it ended the EHLO reply: the line before it does now
-                kept[-1] = kept[-1][:3] + b" " + kept[-1][4:]
-            continue
-        kept.append(line)
-    return b"\r\n".join(kept), len(stdout) - len(b"\r\n".join(kept))
 
 
 RESULTS: dict[str, bool] = {}
