@@ -160,7 +160,7 @@ def test_bdat_bare_lf_is_refused_like_data(smtp, queue):
 
 def test_bdat_with_patterns(smtp, tmp_path, queue):
     patterns = tmp_path / "patterns"
-    patterns.write_text("=No thanks\n*forbidden*\n")
+    patterns.write_text("=No thanks\n/*forbidden*\n")
     r = smtp(ENVELOPE + bdat(b"Subject: x\r\n\r\nthis is forbidden\r\n", [20]) + b"QUIT\r\n", PATTERNS=str(patterns))
     assert r.reply_to(-2) == "554 No thanks"
 

@@ -431,9 +431,11 @@ def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
     envelope = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.org>\r\nDATA\r\n"
     spam = smtp(envelope + b"Subject: get FREE MONEY now\r\n\r\nhi\r\n.\r\n", **env)
     exe = smtp(envelope + b"Subject: tool\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAA\r\n.\r\n", **env)
+    link = smtp(envelope + b"Subject: hi\r\n\r\ntext\r\nsee https://phish.example/login\r\n.\r\n", **env)
     fine = smtp(envelope + b"Subject: free money is a myth\r\n\r\nTVqQ in the middle\r\n.\r\n", **env)
     assert spam.lines[-1] == "554 Message refused: looks like spam (#5.7.1)"
     assert exe.lines[-1] == "554 Executable attachments are not accepted (#5.3.4)"
+    assert link.lines[-1] == "554 Message refused: looks like spam (#5.7.1)"  # '/': any line
     assert fine.codes[-1] == 250
     assert len(queue.messages()) == 1
 
