@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -238,14 +239,17 @@ def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, cer
     assert f"nobody cannot read {certificate['TLS_CERTFILE']}" in nobody.stderr
 
 
-def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str) -> Path:
-    """A service directory from smtpfront-conf, for this test's paths, ports and stand-in queue."""
+def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int | None, *extra: str,
+                qmail_home: bool = True) -> Path:
+    """A service directory from smtpfront-conf, for this test's paths, ports and stand-in queue.
+
+    Without `qmail_home`, no --qmail-home: what smtpfront-conf chooses by itself."""
     account = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     svc = tmp_path / "service" / "smtpfront"
     r = subprocess.run(
-        [str(BIN / "smtpfront-conf"), account, account, str(svc), "--ip", "127.0.0.1", "--port", str(port),
-         "--hostname", "mx.example", "--cvm", auth_env["CVM_SASL_PLAIN"], "--qmail-home", auth_env["QMAILHOME"],
-         *extra],
+        [str(BIN / "smtpfront-conf"), account, account, str(svc), "--ip", "127.0.0.1",
+         *(["--port", str(port)] if port else []), "--hostname", "mx.example", "--cvm", auth_env["CVM_SASL_PLAIN"],
+         *(["--qmail-home", auth_env["QMAILHOME"]] if qmail_home else []), *extra],
         capture_output=True, text=True,
     )
     assert r.returncode == 0, r.stderr
@@ -282,6 +286,71 @@ def test_daemontools_service_under_svscan(auth_env, queue, tmp_path):
         scan.terminate()
         scan.wait()
         time.sleep(0.2)
+
+
+@contextmanager
+def svscan(svc: Path, env: dict[str, str]):
+    """svscan on the service's parent directory, stopped (the service and its logger too) afterwards."""
+    scan = subprocess.Popen([need("svscan"), str(svc.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={"PATH": env["PATH"]})
+    try:
+        yield
+    finally:
+        subprocess.run([need("svc"), "-dx", str(svc), str(svc / "log")])
+        scan.terminate()
+        scan.wait()
+
+
+def service_log(svc: Path, until: str) -> str:
+    """log/main/current once it holds `until` (multilog writes it a little after the session ends)."""
+    log = svc / "log" / "main" / "current"
+    deadline = time.monotonic() + 30  # generous: the machine may be loaded
+    while time.monotonic() < deadline and until.encode() not in (log.read_bytes() if log.exists() else b""):
+        time.sleep(0.1)
+    return log.read_text()
+
+
+@pytest.mark.parametrize("backend", ["qmail", "queuedir", "echo"])
+def test_generated_service_takes_mail_with_each_backend(backend, auth_env, queue, tmp_path):
+    """On a host without /var/qmail, as the docs say to run it: only the qmail back end is given --qmail-home."""
+    port = free_port()
+    extra = ["--backend", backend]
+    if backend == "queuedir":
+        for sub in ("tmp", "new"):
+            (tmp_path / "spool" / sub).mkdir(parents=True)
+        extra += ["--queuedir", str(tmp_path / "spool")]
+    svc = service_dir(tmp_path, auth_env, port, *extra, qmail_home=backend == "qmail")
+    with svscan(svc, auth_env):
+        wait_for_port(port)
+        r = swaks(port, "someone@elsewhere.example", *with_auth())
+        assert r.returncode == 0, r.stdout
+        log = service_log(svc, "bytes in:")
+    assert "Could not change to the qmail directory" not in r.stdout + log
+    queued = (queue.messages() if backend == "qmail" else list((tmp_path / "spool" / "new").iterdir())
+              if backend == "queuedir" else [])
+    assert len(queued) == (backend != "echo")
+    if backend == "echo":
+        assert re.search(r"<- {2}250 Received \d+ bytes\.", r.stdout), r.stdout
+    else:  # the accepted message is logged, the qmail back end's qp or the queuedir's file
+        name = "qp" if backend == "qmail" else f"file {queued[0].name}"
+        assert re.search(rf"2\.6\.0 Accepted message {name}.* bytes \d+", log), log
+
+
+def test_smtps_service_listens_on_465_and_takes_mail(auth_env, certificate, queue, tmp_path):
+    tls = ["--smtps", "--tls-cert", certificate["TLS_CERTFILE"], "--tls-key", certificate["TLS_KEYFILE"]]
+    default = service_dir(tmp_path / "default", auth_env, None, *tls)
+    assert "-- 127.0.0.1 465 \\\n" in (default / "run").read_text()
+    assert (default / "env" / "SMTPS").read_text() == "1\n"
+    port = free_port()  # 465 may be taken, or need root: the same service on a free port
+    svc = service_dir(tmp_path, auth_env, port, *tls)
+    with svscan(svc, auth_env):
+        wait_for_port(port)
+        r = swaks(port, "someone@elsewhere.example", "--tlsc", *with_auth())
+        assert r.returncode == 0, r.stdout
+        log = service_log(svc, "bytes in:")
+    assert "TLS started: TLSv1.3" in log and "AUTH PLAIN username=demo" in log
+    [(envelope, _)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"
 
 
 def test_runit_service_under_runsv(auth_env, queue, tmp_path):

@@ -83,7 +83,7 @@ def environment(a: argparse.Namespace) -> dict[str, str]:
     optional = {
         "MAILRULES": a.mailrules,
         "PATTERNS": a.patterns,
-        "QMAILHOME": a.qmail_home if a.backend == "qmail" else None,
+        "QMAILHOME": a.qmail_home,
         "QUEUEDIR": a.queuedir if a.backend == "queuedir" else None,
         "TLS_CERTFILE": a.tls_cert,
         "TLS_KEYFILE": a.tls_key,
@@ -126,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("account", help="account the SMTP service runs as (envuidgid)")
     p.add_argument("logaccount", help="account the logger runs as")
     p.add_argument("dir", help="the service directory to create (must not exist)")
-    p.add_argument("--port", default="587")
+    p.add_argument("--port", help="port to listen on (587; 465 with --smtps)")
     p.add_argument("--ip", default="0", help="address to listen on (0: all)")
     p.add_argument("--hostname", default=os.uname().nodename, help="this host's name (greeting, Received)")
     p.add_argument("--backend", choices=("qmail", "queuedir", "echo"), default="qmail")
@@ -139,7 +139,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--databytes", type=int, default=26_214_400)
     p.add_argument("--mailrules")
     p.add_argument("--patterns")
-    p.add_argument("--qmail-home")
+    p.add_argument("--qmail-home", help="qmail's directory, for qmail-validate's control files (and qmail-queue"
+                   " with --backend qmail); default: /var/qmail with --backend qmail, else DIR/qmail, made here")
     p.add_argument("--queuedir")
     p.add_argument("--tls-cert", help="PEM certificate (chain); ACCOUNT must be able to read it")
     p.add_argument("--tls-key", help="PEM key; ACCOUNT must be able to read it (e.g. root:GROUP, mode 640)")
@@ -159,12 +160,17 @@ def main(argv: list[str] | None = None) -> int:
     if a.backend == "queuedir" and not a.queuedir:
         print("smtpfront-conf: --backend queuedir needs --queuedir", file=sys.stderr)
         return 2
+    a.port = a.port or ("465" if a.smtps else "587")
     top = Path(a.dir)
     try:
         top.mkdir(parents=True)
     except FileExistsError:
         print(f"smtpfront-conf: {top} exists; not overwriting it", file=sys.stderr)
         return 1
+    if a.qmail_home is None and a.backend != "qmail":
+        # every front end runs qmail-validate, which needs the directory even with no control file in it
+        (top / "qmail" / "control").mkdir(parents=True)
+        a.qmail_home = str((top / "qmail").absolute())
     program = str(Path(a.bin) / f"smtpfront-{a.backend}")
     (top / "log" / "main").mkdir(parents=True)
     (top / "env").mkdir()
@@ -184,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("smtpfront-conf: tcprules not found; run make in the directory once ucspi-tcp is installed",
               file=sys.stderr)
+    if not Path(a.qmail_home or "/var/qmail").is_dir():
+        print(f"smtpfront-conf: warning: {a.qmail_home or '/var/qmail'} is not a directory: the service will answer"
+              " every client 451 until it is (--qmail-home)", file=sys.stderr)
     for path in sorted({a.tls_cert, a.tls_key} - {None}):
         if readable_by(Path(path), a.account) is False:
             print(f"smtpfront-conf: warning: {a.account} cannot read {path}: the service will offer no STARTTLS"
