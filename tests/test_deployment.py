@@ -6,9 +6,11 @@ import filecmp
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -223,7 +225,69 @@ def test_smtpfront_conf_never_offers_cram_md5(cvm, tmp_path):
                                               text=True).stdout
 
 
-def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, certificate):
+@pytest.fixture
+def public_bin():
+    """A directory anyone may enter (pytest's tmp is its owner's alone) for programs the service account runs."""
+    top = Path(tempfile.mkdtemp(prefix="smtpfront-conf-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+def stub_programs(directory: Path, interpreter: str) -> Path:
+    """smtpfront-qmail and smtpfront-server stand-ins in DIRECTORY/bin, scripts for INTERPRETER."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(mode=0o755, parents=True)
+    for name in ("smtpfront-qmail", "smtpfront-server"):
+        (bin_dir / name).write_text(f"#!{interpreter} -IS\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("server", [[], ["--server"]])
+def test_smtpfront_conf_refuses_programs_the_account_cannot_run(server, public_bin, tmp_path):
+    """A venv whose python3 leads into a 0700 home (pyenv under /root): the service would only log `access denied`."""
+    private = Path(tempfile.mkdtemp(dir=public_bin))  # 0700, as a home is
+    (private / "python3").symlink_to("/bin/sh")
+    (public_bin / "python3").symlink_to(private / "python3")  # the venv's link, itself in reach
+    denied = stub_programs(public_bin / "venv", str(public_bin / "python3"))
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", "nobody", str(tmp_path / "svc"), "--bin", str(denied),
+                        *server], capture_output=True, text=True)
+    assert r.returncode == 1 and not (tmp_path / "svc").exists()
+    assert r.stderr == (
+        f"smtpfront-conf: nobody cannot execute {public_bin / 'python3'}, the interpreter of {denied}/smtpfront-qmail,"
+        " so the service could not run: build the venv with an interpreter nobody can run (`/usr/bin/python3 -m venv"
+        " /opt/smtpfront`, not a Python under a home only its owner may enter); nothing written\n")
+    allowed = stub_programs(public_bin / "system", "/bin/sh")
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", "nobody", str(tmp_path / "svc"), "--bin", str(allowed),
+                        *server], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if server:  # the server is checked too
+        (allowed / "smtpfront-server").chmod(0o700)
+        r = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", "nobody", str(tmp_path / "svc2"), "--bin",
+                            str(allowed), *server], capture_output=True, text=True)
+        assert r.returncode == 1 and f"nobody cannot execute {allowed}/smtpfront-server, so" in r.stderr
+
+
+def test_smtpfront_conf_warns_when_the_queue_directory_is_not_ready(tmp_path):
+    """The queuedir back end writes into QUEUEDIR/tmp and links into QUEUEDIR/new, as the service account."""
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    queue_dir = tmp_path / "q"
+
+    def conf(name: str) -> str:
+        r = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / name), "--backend", "queuedir",
+                            "--queuedir", str(queue_dir)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    warnings = conf("a")
+    for sub in ("tmp", "new"):
+        assert f"{me} cannot write {queue_dir}/{sub} (or it does not exist): every message will be refused" in warnings
+        (queue_dir / sub).mkdir(parents=True)
+    assert conf("b") == ""
+
+
+def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, certificate, public_bin):
     """A key only root can read: tcpserver runs the program as the account, which then offers no STARTTLS."""
     me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     os.chmod(certificate["TLS_KEYFILE"], 0o600)  # its owner alone, as openssl wrote it
@@ -231,7 +295,8 @@ def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, cer
     readable = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "a"), *tls], capture_output=True,
                               text=True)
     assert readable.returncode == 0 and "cannot read" not in readable.stderr, readable.stderr
-    nobody = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", me, str(tmp_path / "b"), *tls],
+    programs = ["--bin", str(stub_programs(public_bin, "/bin/sh"))]  # nobody may not enter pytest's tmp
+    nobody = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", me, str(tmp_path / "b"), *tls, *programs],
                             capture_output=True, text=True)
     assert nobody.returncode == 0
     assert f"nobody cannot read {certificate['TLS_KEYFILE']}: the service will offer no STARTTLS" in nobody.stderr

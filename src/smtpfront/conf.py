@@ -96,24 +96,50 @@ def environment(a: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def readable_by(path: Path, account: str) -> bool | None:
-    """Whether ACCOUNT, with its uid and primary group only (as envuidgid and chpst -U set them), can
-    read PATH, directories on the way included; None when the account or the file does not exist."""
+def permitted(path: Path, account: str, bits: int) -> bool | None:
+    """Whether ACCOUNT, with its uid and primary group only (as envuidgid and chpst -U set them), may reach
+    PATH and has BITS (4 read, 2 write, 1 execute) on it; the directories on the way are checked as named and on
+    the way to each link's target (a venv's python3 may lead into a home).  None when the account or the
+    file does not exist."""
     import pwd
 
     try:
         user = pwd.getpwnam(account)
-        path = path.absolute()
-        stats = [(parent.stat(), 0o1) for parent in reversed(path.parents)] + [(path.stat(), 0o4)]
+        named = path.absolute()
+        hops = [named]  # the path, then each link it leads through (the kernel follows at most 40)
+        while hops[-1].is_symlink() and len(hops) <= 40:
+            hops.append((hops[-1].parent / os.readlink(hops[-1])).absolute())
+        parents = {parent for hop in [*hops, named.resolve()] for parent in hop.parents}
+        stats = [(parent.stat(), 0o1) for parent in sorted(parents)] + [(named.stat(), bits)]
     except (KeyError, OSError):
         return None
     if user.pw_uid == 0:
         return True
-    for st, bit in stats:
+    for st, wanted in stats:
         shift = 6 if st.st_uid == user.pw_uid else 3 if st.st_gid == user.pw_gid else 0
-        if not st.st_mode >> shift & bit:
+        if st.st_mode >> shift & wanted != wanted:
             return False
     return True
+
+
+def cannot_run(program: Path, account: str) -> str | None:
+    """Why ACCOUNT cannot run PROGRAM, a script's interpreter included; None when it can or it can't be told."""
+    if permitted(program, account, 0o1) is False:
+        return f"cannot execute {program}"
+    try:
+        with open(program, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith(b"#!") else []
+    if not words:
+        return None
+    interpreter = words[0].decode(errors="replace")
+    if permitted(Path(interpreter), account, 0o1) is False:
+        return f"cannot execute {interpreter}, the interpreter of {program}"
+    if permitted(program, account, 0o4) is False:
+        return f"cannot read {program}"
+    return None
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -161,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         print("smtpfront-conf: --backend queuedir needs --queuedir", file=sys.stderr)
         return 2
     a.port = a.port or ("465" if a.smtps else "587")
+    program = str(Path(a.bin) / f"smtpfront-{a.backend}")
+    for path in [program, *([ucspi_server(a)] if a.server else [])]:
+        why = cannot_run(Path(path), a.account)
+        if why:  # the service would start, and log `access denied` at every connection
+            print(f"smtpfront-conf: {a.account} {why}, so the service could not run: build the venv with an"
+                  f" interpreter {a.account} can run (`/usr/bin/python3 -m venv /opt/smtpfront`, not a Python under"
+                  " a home only its owner may enter); nothing written", file=sys.stderr)
+            return 1
     top = Path(a.dir)
     try:
         top.mkdir(parents=True)
@@ -171,7 +205,6 @@ def main(argv: list[str] | None = None) -> int:
         # every front end runs qmail-validate, which needs the directory even with no control file in it
         (top / "qmail" / "control").mkdir(parents=True)
         a.qmail_home = str((top / "qmail").absolute())
-    program = str(Path(a.bin) / f"smtpfront-{a.backend}")
     (top / "log" / "main").mkdir(parents=True)
     (top / "env").mkdir()
     write(top / "run", (runit_run if a.runit else daemontools_run)(a, program), 0o755)
@@ -193,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(a.qmail_home or "/var/qmail").is_dir():
         print(f"smtpfront-conf: warning: {a.qmail_home or '/var/qmail'} is not a directory: the service will answer"
               " every client 451 until it is (--qmail-home)", file=sys.stderr)
+    for sub in ("tmp", "new") if a.queuedir else ():
+        if not permitted(Path(a.queuedir) / sub, a.account, 0o3):
+            print(f"smtpfront-conf: warning: {a.account} cannot write {a.queuedir}/{sub} (or it does not exist):"
+                  " every message will be refused with 451 until it can", file=sys.stderr)
     for path in sorted({a.tls_cert, a.tls_key} - {None}):
-        if readable_by(Path(path), a.account) is False:
+        if permitted(Path(path), a.account, 0o4) is False:
             print(f"smtpfront-conf: warning: {a.account} cannot read {path}: the service will offer no STARTTLS"
                   " (and, with AUTH_REQUIRES_TLS, no AUTH) until it can", file=sys.stderr)
     return 0
