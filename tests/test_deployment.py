@@ -157,6 +157,45 @@ def test_relayclient_from_tcprules_cdb(auth_env, tcpserver, queue, tmp_path):
     assert envelope == b"Fapp@internal.example\0Tsomeone@elsewhere.example\0\0"
 
 
+def test_submission_rule_without_relayclient_makes_local_clients_log_in(auth_env, tcpserver, queue, tmp_path):
+    """The guide's stricter `tcp` for a pure submission port: 127.0.0.1 relays only after AUTH."""
+    rules = tmp_path / "tcp"
+    rules.write_text(":allow\n")
+    with open(rules, "rb") as source:
+        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=source,
+                       check=True)
+    server = tcpserver(auth_env, "smtpfront-qmail", "-x", str(tmp_path / "tcp.cdb"))
+    r = swaks(server.port, "someone@elsewhere.example", sender="app@internal.example")
+    assert r.returncode != 0 and "550 5.1.0" in r.stdout
+    r = swaks(server.port, "someone@elsewhere.example", *with_auth())
+    assert r.returncode == 0, r.stdout
+    assert [envelope for envelope, _ in queue.messages()] == [b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"]
+
+
+def test_cvm_pwfile_with_hashed_passwords_as_the_guide_says(auth_env, tcpserver, queue, tmp_path):
+    """CVM_PWFILE_PWCMP=crypt and a hash from `openssl passwd -6`, in /etc/passwd's format."""
+    hashed = subprocess.run([need("openssl"), "passwd", "-6", PASSWORD], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    (tmp_path / "passwd").write_text(f"demo:{hashed}:1000:1000:Demo User:/nonexistent:/bin/false\n")
+    sock = tmp_path / "cvm.sock"
+    cvm = subprocess.Popen([need("cvm-pwfile"), f"cvm-local:{sock}"], stdout=subprocess.DEVNULL,
+                           env={"CVM_PWFILE_PATH": str(tmp_path / "passwd"), "CVM_PWFILE_PWCMP": "crypt"})
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline and cvm.poll() is None
+            time.sleep(0.01)
+        server = tcpserver({**auth_env, "CVM_SASL_PLAIN": f"cvm-local:{sock}"})
+        good = swaks(server.port, "someone@elsewhere.example", *with_auth())
+        wrong = swaks(server.port, "someone@elsewhere.example", *with_auth(hashed))  # the hash is no password
+    finally:
+        cvm.kill()
+        cvm.wait()
+    assert good.returncode == 0, good.stdout
+    assert wrong.returncode != 0 and "535 5.7.8" in wrong.stdout
+    assert len(queue.messages()) == 1
+
+
 def test_too_small_softlimit_fails_clearly_and_accepts_nothing(auth_env, queue):
     """The seed deployment's softlimit -m 3000000: Python cannot start; no reply, nothing queued."""
     session = b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nhi\r\n.\r\n"

@@ -32,7 +32,8 @@ MEMORY = 64_000_000
 
 TCP_RULES = """\
 # tcprules source for this service; `make` (in this directory) compiles it to tcp.cdb.
-# Clients matching a line with RELAYCLIENT="" may relay without AUTH.
+# Clients matching a line with RELAYCLIENT="" may relay without AUTH: here every process on
+# this host (a webmail too). On a submission port where everyone logs in, drop RELAYCLIENT="".
 127.0.0.1:allow,RELAYCLIENT=""
 :allow
 """
