@@ -5,9 +5,10 @@ the sender is accepted, named `seconds.microseconds.pid`; it holds the sender
 and a NUL, each recipient and a NUL, a final NUL, then the message.  When the
 message is complete it is synced (unless $QUEUEDIR_NOSYNC is set), linked
 into `$QUEUEDIR/$QUEUEDIR_DEST` (new), the directory synced, and the tmp name
-removed, so a reader of new/ only ever sees complete messages.  Unlike
-mailfront's, it logs the file's name and the message's size once it is taken.  In QMQP and
+removed, so a reader of new/ only ever sees complete messages.  In QMQP and
 QMTP the message comes before the addresses: it waits in a scratch file.
+Unlike mailfront's, it logs the file's name and the message's size once the
+message is taken.
 """
 
 from __future__ import annotations
