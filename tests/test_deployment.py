@@ -308,6 +308,24 @@ def test_smtpfront_conf_refuses_programs_the_account_cannot_run(server, public_b
         assert r.returncode == 1 and f"nobody cannot execute {allowed}/smtpfront-server, so" in r.stderr
 
 
+@pytest.mark.parametrize("backend", ["qmail", "queuedir", "echo"])
+def test_smtpfront_conf_qmail_home_for_every_backend(backend, tmp_path):
+    """Every front end runs qmail-validate: QMAILHOME is written whatever the back end, and checked."""
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    missing = tmp_path / "no-qmail"
+    queue = ["--queuedir", str(tmp_path)] if backend == "queuedir" else []
+    given = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "a"), "--backend", backend, *queue,
+                            "--qmail-home", str(missing)], capture_output=True, text=True)
+    assert given.returncode == 0 and (tmp_path / "a" / "env" / "QMAILHOME").read_text() == f"{missing}\n"
+    assert f"warning: {missing} is not a directory: the service will answer every client 451" in given.stderr
+    if backend != "qmail":  # a qmail directory of the service's own, with an empty control/
+        made = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "b"), "--backend", backend,
+                               *queue], capture_output=True, text=True)
+        assert made.returncode == 0 and "not a directory" not in made.stderr
+        assert (tmp_path / "b" / "env" / "QMAILHOME").read_text() == f"{tmp_path / 'b' / 'qmail'}\n"
+        assert list((tmp_path / "b" / "qmail" / "control").iterdir()) == []
+
+
 def test_smtpfront_conf_warns_when_the_queue_directory_is_not_ready(tmp_path):
     """The queuedir back end writes into QUEUEDIR/tmp and links into QUEUEDIR/new, as the service account."""
     me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
