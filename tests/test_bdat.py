@@ -203,3 +203,18 @@ def test_the_c_program_does_not_offer_chunking(base_env):
 
     r = run_program(C_QMAIL, b"EHLO c\r\n" + ENVELOPE + b"BDAT 3 LAST\r\n", base_env)
     assert "250-CHUNKING" not in r.lines and r.lines[-1] == "500 5.5.1 Not implemented."
+
+
+def test_bdat_commands_are_logged(smtp, queue):
+    """A BDAT transaction is told apart from DATA in the log: each BDAT line, as MAIL and RCPT are logged."""
+    r = smtp(ENVELOPE + bdat(MESSAGE, [7]) + ENVELOPE + data(MESSAGE) + b"BDAT 3 last\r\nabc" + b"BDAT x\r\n")
+    lines = [line.partition("]: ")[2] for line in r.stderr.splitlines()]
+    accepted = [line for line in lines if line.startswith("2.6.0 ")]
+    assert lines == [
+        "MAIL FROM:<a@b.example>", "RCPT TO:<y@example.org>", "BDAT 7", f"BDAT {len(MESSAGE) - 7} LAST", accepted[0],
+        "MAIL FROM:<a@b.example>", "RCPT TO:<y@example.org>", accepted[1],
+        "BDAT 3 last", "503 5.5.1 You must send MAIL FROM: first",  # refused outside a transaction, logged all the same
+        "BDAT x", "501 5.5.4 Invalid BDAT command; closing connection.",
+        lines[-1],
+    ]
+    assert len(queue.messages()) == 2 and lines[-1].startswith("bytes in: ")

@@ -31,6 +31,7 @@ TIMED_OUT = Reply(421, "4.4.2 Timeout; closing connection.")
 SESSION_TIMED_OUT = Reply(421, "4.4.2 Session time limit exceeded; closing connection.")
 EHLO_KEYWORDS = ["8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8"]
 CHUNK_TOO_BIG = Reply(552, "5.2.3 The message would exceed the maximum message size.")
+CLOSE_NOTIFY_WAIT = 2.0  # seconds for the client's close_notify after ours: a client that answers does in a round trip
 
 
 def refuse(transport, reply: Reply) -> None:
@@ -272,10 +273,13 @@ def serve(pipeline, transport, log, clock) -> int:
             return 1
     engine.send(handler.greeting())
     try:
-        return _events(handler, log, clock)
+        code = _events(handler, log, clock)
     except BaseException:
         handler.transport.write(engine.data_to_send())  # replies already decided go out before anything else
         raise
+    if handler.transport is not transport:  # after the last reply (221, 421...), TLS ends with close_notify
+        handler.transport.close(CLOSE_NOTIFY_WAIT)
+    return code
 
 
 def _events(handler: SMTP, log, clock) -> int:
