@@ -381,8 +381,10 @@ def tcp_connect(port: int) -> Callable[[], tuple[socket.socket, Callable[[], Non
     return connect
 
 
-def tls_session(connect, context) -> float:
-    """Wall time of one EHLO[/STARTTLS/EHLO]/QUIT session (context None: plain), connection to exit."""
+def tls_session(connect, context, answer: bool = False) -> float:
+    """Wall time of one EHLO[/STARTTLS/EHLO]/QUIT session (context None: plain), connection to exit.
+
+    After 221 the client closes at once, or (`answer`) reads the server's close_notify and sends its own first."""
     start = time.perf_counter()
     sock, finish = connect()
     conn = sock.makefile("rwb")
@@ -403,6 +405,8 @@ def tls_session(connect, context) -> float:
         command(b"EHLO bench\r\n")
     command(b"QUIT\r\n")
     conn.close()
+    if answer:
+        sock = sock.unwrap()
     sock.close()
     finish()
     return time.perf_counter() - start
@@ -443,12 +447,17 @@ def tls_bench(setup: Setup) -> None:
     context = tls.server_context(str(cert), str(key), None, "1.2")
     setup_time = time.perf_counter() - start
     handshakes = [memory_handshake(context, client) for _ in range(RUNS)]
+    connect = piped_session([str(BIN / "smtpfront-qmail")], env)
+    ends = interleaved({"closes": lambda: tls_session(connect, client),
+                        "answers": lambda: tls_session(connect, client, answer=True)}, RUNS)
     base = statistics.median(parts["pass"])
     print(f"tls ({RUNS} runs interleaved; per connection; TLS from {tls.library_name()}):")
     print(f"  EHLO/QUIT {spread(plain)}, EHLO/STARTTLS/EHLO/QUIT {spread(with_tls)}: STARTTLS adds {spread(added)}")
     print(f"  parts: importing _ssl {(statistics.median(parts['_ssl']) - base) * 1000:.1f} ms (ssl would be "
           f"{(statistics.median(parts['ssl']) - base) * 1000:.1f} ms), server context {setup_time * 1000:.1f} ms, "
           f"a TLS 1.3 handshake {statistics.median(handshakes) * 1000:.2f} ms (both halves, in memory)")
+    print(f"  the end (close_notify, then the server waits for the client's): the client closing at once "
+          f"{spread(ends['closes'])}, answering with its own close_notify {spread(ends['answers'])}")
 
 
 def memory_handshake(server_context, client_context) -> float:

@@ -214,6 +214,15 @@ def need(program: str) -> str:
     return path
 
 
+def wait_for_path(path, proc: subprocess.Popen) -> None:
+    """Until the daemon `proc` has made `path` (its socket): generous, as a loaded machine starts programs slowly."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{proc.args[0]} did not make {path} (exit {proc.returncode})")
+        time.sleep(0.01)
+
+
 @pytest.fixture(scope="session")
 def cvm_socket(tmp_path_factory):
     """A real cvm-pwfile serving the demo user on a Unix socket."""
@@ -225,10 +234,7 @@ def cvm_socket(tmp_path_factory):
     env = {**os.environ, "CVM_PWFILE_PATH": str(pwfile)}
     proc = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        if sock.exists():
-            break
-        time.sleep(0.01)
+    wait_for_path(sock, proc)
     yield {"socket": str(sock), "pwfile": str(pwfile), "module": f"cvm-local:{sock}"}
     proc.kill()
     proc.wait()

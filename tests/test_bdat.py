@@ -160,7 +160,7 @@ def test_bdat_bare_lf_is_refused_like_data(smtp, queue):
 
 def test_bdat_with_patterns(smtp, tmp_path, queue):
     patterns = tmp_path / "patterns"
-    patterns.write_text("=No thanks\n*forbidden*\n")
+    patterns.write_text("=No thanks\n/*forbidden*\n")
     r = smtp(ENVELOPE + bdat(b"Subject: x\r\n\r\nthis is forbidden\r\n", [20]) + b"QUIT\r\n", PATTERNS=str(patterns))
     assert r.reply_to(-2) == "554 No thanks"
 
@@ -234,3 +234,18 @@ def test_an_empty_first_chunk_starts_the_message_once(smtp, queue):
     assert r.reply_to(-2).startswith("250 2.6.0 ")
     [(_, message)] = queue.messages()
     assert message.endswith(MESSAGE.replace(b"\r\n", b"\n"))
+
+
+def test_bdat_commands_are_logged(smtp, queue):
+    """A BDAT transaction is told apart from DATA in the log: each BDAT line, as MAIL and RCPT are logged."""
+    r = smtp(ENVELOPE + bdat(MESSAGE, [7]) + ENVELOPE + data(MESSAGE) + b"BDAT 3 last\r\nabc" + b"BDAT x\r\n")
+    lines = [line.partition("]: ")[2] for line in r.stderr.splitlines()]
+    accepted = [line for line in lines if line.startswith("2.6.0 ")]
+    assert lines == [
+        "MAIL FROM:<a@b.example>", "RCPT TO:<y@example.org>", "BDAT 7", f"BDAT {len(MESSAGE) - 7} LAST", accepted[0],
+        "MAIL FROM:<a@b.example>", "RCPT TO:<y@example.org>", accepted[1],
+        "BDAT 3 last", "503 5.5.1 You must send MAIL FROM: first",  # refused outside a transaction, logged all the same
+        "BDAT x", "501 5.5.4 Invalid BDAT command; closing connection.",
+        lines[-1],
+    ]
+    assert len(queue.messages()) == 2 and lines[-1].startswith("bytes in: ")

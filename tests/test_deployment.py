@@ -6,11 +6,14 @@ import filecmp
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -154,6 +157,45 @@ def test_relayclient_from_tcprules_cdb(auth_env, tcpserver, queue, tmp_path):
     assert envelope == b"Fapp@internal.example\0Tsomeone@elsewhere.example\0\0"
 
 
+def test_submission_rule_without_relayclient_makes_local_clients_log_in(auth_env, tcpserver, queue, tmp_path):
+    """The guide's stricter `tcp` for a pure submission port: 127.0.0.1 relays only after AUTH."""
+    rules = tmp_path / "tcp"
+    rules.write_text(":allow\n")
+    with open(rules, "rb") as source:
+        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=source,
+                       check=True)
+    server = tcpserver(auth_env, "smtpfront-qmail", "-x", str(tmp_path / "tcp.cdb"))
+    r = swaks(server.port, "someone@elsewhere.example", sender="app@internal.example")
+    assert r.returncode != 0 and "550 5.1.0" in r.stdout
+    r = swaks(server.port, "someone@elsewhere.example", *with_auth())
+    assert r.returncode == 0, r.stdout
+    assert [envelope for envelope, _ in queue.messages()] == [b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"]
+
+
+def test_cvm_pwfile_with_hashed_passwords_as_the_guide_says(auth_env, tcpserver, queue, tmp_path):
+    """CVM_PWFILE_PWCMP=crypt and a hash from `openssl passwd -6`, in /etc/passwd's format."""
+    hashed = subprocess.run([need("openssl"), "passwd", "-6", PASSWORD], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    (tmp_path / "passwd").write_text(f"demo:{hashed}:1000:1000:Demo User:/nonexistent:/bin/false\n")
+    sock = tmp_path / "cvm.sock"
+    cvm = subprocess.Popen([need("cvm-pwfile"), f"cvm-local:{sock}"], stdout=subprocess.DEVNULL,
+                           env={"CVM_PWFILE_PATH": str(tmp_path / "passwd"), "CVM_PWFILE_PWCMP": "crypt"})
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline and cvm.poll() is None
+            time.sleep(0.01)
+        server = tcpserver({**auth_env, "CVM_SASL_PLAIN": f"cvm-local:{sock}"})
+        good = swaks(server.port, "someone@elsewhere.example", *with_auth())
+        wrong = swaks(server.port, "someone@elsewhere.example", *with_auth(hashed))  # the hash is no password
+    finally:
+        cvm.kill()
+        cvm.wait()
+    assert good.returncode == 0, good.stdout
+    assert wrong.returncode != 0 and "535 5.7.8" in wrong.stdout
+    assert len(queue.messages()) == 1
+
+
 def test_too_small_softlimit_fails_clearly_and_accepts_nothing(auth_env, queue):
     """The seed deployment's softlimit -m 3000000: Python cannot start; no reply, nothing queued."""
     session = b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nhi\r\n.\r\n"
@@ -222,7 +264,87 @@ def test_smtpfront_conf_never_offers_cram_md5(cvm, tmp_path):
                                               text=True).stdout
 
 
-def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, certificate):
+@pytest.fixture
+def public_bin():
+    """A directory anyone may enter (pytest's tmp is its owner's alone) for programs the service account runs."""
+    top = Path(tempfile.mkdtemp(prefix="smtpfront-conf-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+def stub_programs(directory: Path, interpreter: str) -> Path:
+    """smtpfront-qmail and smtpfront-server stand-ins in DIRECTORY/bin, scripts for INTERPRETER."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(mode=0o755, parents=True)
+    for name in ("smtpfront-qmail", "smtpfront-server"):
+        (bin_dir / name).write_text(f"#!{interpreter} -IS\n")
+        (bin_dir / name).chmod(0o755)
+    return bin_dir
+
+
+@pytest.mark.parametrize("server", [[], ["--server"]])
+def test_smtpfront_conf_refuses_programs_the_account_cannot_run(server, public_bin, tmp_path):
+    """A venv whose python3 leads into a 0700 home (pyenv under /root): the service would only log `access denied`."""
+    private = Path(tempfile.mkdtemp(dir=public_bin))  # 0700, as a home is
+    (private / "python3").symlink_to("/bin/sh")
+    (public_bin / "python3").symlink_to(private / "python3")  # the venv's link, itself in reach
+    denied = stub_programs(public_bin / "venv", str(public_bin / "python3"))
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", "nobody", str(tmp_path / "svc"), "--bin", str(denied),
+                        *server], capture_output=True, text=True)
+    assert r.returncode == 1 and not (tmp_path / "svc").exists()
+    assert r.stderr == (
+        f"smtpfront-conf: nobody cannot execute {public_bin / 'python3'}, the interpreter of {denied}/smtpfront-qmail,"
+        " so the service could not run: build the venv with an interpreter nobody can run (`/usr/bin/python3 -m venv"
+        " /opt/smtpfront`, not a Python under a home only its owner may enter); nothing written\n")
+    allowed = stub_programs(public_bin / "system", "/bin/sh")
+    r = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", "nobody", str(tmp_path / "svc"), "--bin", str(allowed),
+                        *server], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if server:  # the server is checked too
+        (allowed / "smtpfront-server").chmod(0o700)
+        r = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", "nobody", str(tmp_path / "svc2"), "--bin",
+                            str(allowed), *server], capture_output=True, text=True)
+        assert r.returncode == 1 and f"nobody cannot execute {allowed}/smtpfront-server, so" in r.stderr
+
+
+@pytest.mark.parametrize("backend", ["qmail", "queuedir", "echo"])
+def test_smtpfront_conf_qmail_home_for_every_backend(backend, tmp_path):
+    """Every front end runs qmail-validate: QMAILHOME is written whatever the back end, and checked."""
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    missing = tmp_path / "no-qmail"
+    queue = ["--queuedir", str(tmp_path)] if backend == "queuedir" else []
+    given = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "a"), "--backend", backend, *queue,
+                            "--qmail-home", str(missing)], capture_output=True, text=True)
+    assert given.returncode == 0 and (tmp_path / "a" / "env" / "QMAILHOME").read_text() == f"{missing}\n"
+    assert f"warning: {missing} is not a directory: the service will answer every client 451" in given.stderr
+    if backend != "qmail":  # a qmail directory of the service's own, with an empty control/
+        made = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "b"), "--backend", backend,
+                               *queue], capture_output=True, text=True)
+        assert made.returncode == 0 and "not a directory" not in made.stderr
+        assert (tmp_path / "b" / "env" / "QMAILHOME").read_text() == f"{tmp_path / 'b' / 'qmail'}\n"
+        assert list((tmp_path / "b" / "qmail" / "control").iterdir()) == []
+
+
+def test_smtpfront_conf_warns_when_the_queue_directory_is_not_ready(tmp_path):
+    """The queuedir back end writes into QUEUEDIR/tmp and links into QUEUEDIR/new, as the service account."""
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+    queue_dir = tmp_path / "q"
+
+    def conf(name: str) -> str:
+        r = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / name), "--backend", "queuedir",
+                            "--queuedir", str(queue_dir)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    warnings = conf("a")
+    for sub in ("tmp", "new"):
+        assert f"{me} cannot write {queue_dir}/{sub} (or it does not exist): every message will be refused" in warnings
+        (queue_dir / sub).mkdir(parents=True)
+    assert conf("b") == ""
+
+
+def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, certificate, public_bin):
     """A key only root can read: tcpserver runs the program as the account, which then offers no STARTTLS."""
     me = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     os.chmod(certificate["TLS_KEYFILE"], 0o600)  # its owner alone, as openssl wrote it
@@ -230,7 +352,8 @@ def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, cer
     readable = subprocess.run([str(BIN / "smtpfront-conf"), me, me, str(tmp_path / "a"), *tls], capture_output=True,
                               text=True)
     assert readable.returncode == 0 and "cannot read" not in readable.stderr, readable.stderr
-    nobody = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", me, str(tmp_path / "b"), *tls],
+    programs = ["--bin", str(stub_programs(public_bin, "/bin/sh"))]  # nobody may not enter pytest's tmp
+    nobody = subprocess.run([str(BIN / "smtpfront-conf"), "nobody", me, str(tmp_path / "b"), *tls, *programs],
                             capture_output=True, text=True)
     assert nobody.returncode == 0
     assert f"nobody cannot read {certificate['TLS_KEYFILE']}: the service will offer no STARTTLS" in nobody.stderr
@@ -238,14 +361,17 @@ def test_smtpfront_conf_warns_when_the_account_cannot_read_the_key(tmp_path, cer
     assert f"nobody cannot read {certificate['TLS_CERTFILE']}" in nobody.stderr
 
 
-def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int, *extra: str) -> Path:
-    """A service directory from smtpfront-conf, for this test's paths, ports and stand-in queue."""
+def service_dir(tmp_path: Path, auth_env: dict[str, str], port: int | None, *extra: str,
+                qmail_home: bool = True) -> Path:
+    """A service directory from smtpfront-conf, for this test's paths, ports and stand-in queue.
+
+    Without `qmail_home`, no --qmail-home: what smtpfront-conf chooses by itself."""
     account = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
     svc = tmp_path / "service" / "smtpfront"
     r = subprocess.run(
-        [str(BIN / "smtpfront-conf"), account, account, str(svc), "--ip", "127.0.0.1", "--port", str(port),
-         "--hostname", "mx.example", "--cvm", auth_env["CVM_SASL_PLAIN"], "--qmail-home", auth_env["QMAILHOME"],
-         *extra],
+        [str(BIN / "smtpfront-conf"), account, account, str(svc), "--ip", "127.0.0.1",
+         *(["--port", str(port)] if port else []), "--hostname", "mx.example", "--cvm", auth_env["CVM_SASL_PLAIN"],
+         *(["--qmail-home", auth_env["QMAILHOME"]] if qmail_home else []), *extra],
         capture_output=True, text=True,
     )
     assert r.returncode == 0, r.stderr
@@ -282,6 +408,71 @@ def test_daemontools_service_under_svscan(auth_env, queue, tmp_path):
         scan.terminate()
         scan.wait()
         time.sleep(0.2)
+
+
+@contextmanager
+def svscan(svc: Path, env: dict[str, str]):
+    """svscan on the service's parent directory, stopped (the service and its logger too) afterwards."""
+    scan = subprocess.Popen([need("svscan"), str(svc.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={"PATH": env["PATH"]})
+    try:
+        yield
+    finally:
+        subprocess.run([need("svc"), "-dx", str(svc), str(svc / "log")])
+        scan.terminate()
+        scan.wait()
+
+
+def service_log(svc: Path, until: str) -> str:
+    """log/main/current once it holds `until` (multilog writes it a little after the session ends)."""
+    log = svc / "log" / "main" / "current"
+    deadline = time.monotonic() + 30  # generous: the machine may be loaded
+    while time.monotonic() < deadline and until.encode() not in (log.read_bytes() if log.exists() else b""):
+        time.sleep(0.1)
+    return log.read_text()
+
+
+@pytest.mark.parametrize("backend", ["qmail", "queuedir", "echo"])
+def test_generated_service_takes_mail_with_each_backend(backend, auth_env, queue, tmp_path):
+    """On a host without /var/qmail, as the docs say to run it: only the qmail back end is given --qmail-home."""
+    port = free_port()
+    extra = ["--backend", backend]
+    if backend == "queuedir":
+        for sub in ("tmp", "new"):
+            (tmp_path / "spool" / sub).mkdir(parents=True)
+        extra += ["--queuedir", str(tmp_path / "spool")]
+    svc = service_dir(tmp_path, auth_env, port, *extra, qmail_home=backend == "qmail")
+    with svscan(svc, auth_env):
+        wait_for_port(port)
+        r = swaks(port, "someone@elsewhere.example", *with_auth())
+        assert r.returncode == 0, r.stdout
+        log = service_log(svc, "bytes in:")
+    assert "Could not change to the qmail directory" not in r.stdout + log
+    queued = (queue.messages() if backend == "qmail" else list((tmp_path / "spool" / "new").iterdir())
+              if backend == "queuedir" else [])
+    assert len(queued) == (backend != "echo")
+    if backend == "echo":
+        assert re.search(r"<- {2}250 Received \d+ bytes\.", r.stdout), r.stdout
+    else:  # the accepted message is logged, the qmail back end's qp or the queuedir's file
+        name = "qp" if backend == "qmail" else f"file {queued[0].name}"
+        assert re.search(rf"2\.6\.0 Accepted message {name}.* bytes \d+", log), log
+
+
+def test_smtps_service_listens_on_465_and_takes_mail(auth_env, certificate, queue, tmp_path):
+    tls = ["--smtps", "--tls-cert", certificate["TLS_CERTFILE"], "--tls-key", certificate["TLS_KEYFILE"]]
+    default = service_dir(tmp_path / "default", auth_env, None, *tls)
+    assert "-- 127.0.0.1 465 \\\n" in (default / "run").read_text()
+    assert (default / "env" / "SMTPS").read_text() == "1\n"
+    port = free_port()  # 465 may be taken, or need root: the same service on a free port
+    svc = service_dir(tmp_path, auth_env, port, *tls)
+    with svscan(svc, auth_env):
+        wait_for_port(port)
+        r = swaks(port, "someone@elsewhere.example", "--tlsc", *with_auth())
+        assert r.returncode == 0, r.stdout
+        log = service_log(svc, "bytes in:")
+    assert "TLS started: TLSv1.3" in log and "AUTH PLAIN username=demo" in log
+    [(envelope, _)] = queue.messages()
+    assert envelope == b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"
 
 
 def test_runit_service_under_runsv(auth_env, queue, tmp_path):
@@ -431,9 +622,11 @@ def test_sample_rules_and_patterns_do_what_they_say(smtp, queue, tmp_path):
     envelope = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<user@example.org>\r\nDATA\r\n"
     spam = smtp(envelope + b"Subject: get FREE MONEY now\r\n\r\nhi\r\n.\r\n", **env)
     exe = smtp(envelope + b"Subject: tool\r\n\r\nTVqQAAMAAAAEAAAA//8AALgAAAAAAAAAQAAA\r\n.\r\n", **env)
+    link = smtp(envelope + b"Subject: hi\r\n\r\ntext\r\nsee https://phish.example/login\r\n.\r\n", **env)
     fine = smtp(envelope + b"Subject: free money is a myth\r\n\r\nTVqQ in the middle\r\n.\r\n", **env)
     assert spam.lines[-1] == "554 Message refused: looks like spam (#5.7.1)"
     assert exe.lines[-1] == "554 Executable attachments are not accepted (#5.3.4)"
+    assert link.lines[-1] == "554 Message refused: looks like spam (#5.7.1)"  # '/': any line
     assert fine.codes[-1] == 250
     assert len(queue.messages()) == 1
 

@@ -75,7 +75,9 @@ ACCEPTED = [
     ("d[[a]]:*:short", "a]", None, (1, (553, "short"))),  # 5 characters: a glob (set "[a", then "]")
     ("dA@B.EXAMPLE:*:case", "a@b.example", None, (1, (553, "case"))),
     ("k*:*:ok\r\nd*:*", "a@b.example", None, (1, (250, "ok"))),  # CRLF files
-    ("K*:*", "a@b.example", None, (1, (250, "OK"))),
+    ("K*:*", "a@b.example", None, (1, (250, None))),  # no text: the back end's words (mailfront 2.22)
+    ("K*:*:", "a@b.example", None, (1, (250, None))),
+    ("k*:*", "a@b.example", None, (1, (250, "OK"))),  # k keeps 2.12's words
     ("z*:*", "a@b.example", None, (1, (451, "Deferred"))),
     ("p*:*\nd*:*", "a@b.example", None, (1, None)),
     ("n*:*\nd*:*", "a@b.example", None, (2, (553, "Rejected"))),
@@ -191,7 +193,7 @@ def test_addresses_are_folded_as_c_folds_them():
 def test_final_accept_is_its_own_kind():
     rule = only("K*@b.example:*:done")
     assert (rule.kind, rule.response) == (mailrules.FINAL, (250, "done"))
-    assert decided("K*@b.example:*\nd*:*", "a@b.example") == (1, (250, "OK"))
+    assert decided("K*@b.example:*\nd*:*", "a@b.example") == (1, (250, None))
 
 
 GUARDED = (":recipient\n"
@@ -473,6 +475,18 @@ def test_final_accept_and_guards_in_a_session(smtp, tmp_path, queue):
              b"RCPT TO:<b@in.example>\r\n", MAILRULES=str(rules))
     assert [r.reply_to(i) for i in (1, 2, 3, 4)] == ["250 welcome", "553 partners only", "250 2.1.0 Sender accepted.",
                                                       "250 partner"]
+
+
+def test_final_accept_without_text_answers_with_the_back_ends_words(smtp, tmp_path):
+    """SPEC 5.4: a `K` line with no text gives the back end's reply, as mailfront 2.22; `k` keeps 2.12's `250 OK`."""
+    rules = tmp_path / "rules"
+    rules.write_text(":sender\nK*@k.example:*\nk*@small.example:*\n:recipient\nK*:*@k.example:\nk*:*@small.example\n")
+    dialogue = (b"MAIL FROM:<a@k.example>\r\nMAIL FROM:<a@small.example>\r\nRCPT TO:<b@k.example>\r\n"
+                b"RCPT TO:<b@small.example>\r\n")
+    qmail = smtp(dialogue, MAILRULES=str(rules))
+    assert qmail.lines[1:] == ["250 2.1.0 Sender accepted.", "250 OK", "250 2.1.5 Recipient accepted.", "250 OK"]
+    echo = smtp(dialogue, program="smtpfront-echo", MAILRULES=str(rules))
+    assert echo.lines[1:] == ["250 Sender='a@k.example'.", "250 OK", "250 Recipient='b@k.example'.", "250 OK"]
 
 
 def test_k_lets_the_plugins_after_it_run_and_capital_k_ends_the_chain(smtp, tmp_path):

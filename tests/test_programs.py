@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from conftest import PASSWORD, run_program
 
@@ -267,6 +268,10 @@ def test_queuedir_backend(smtp, tmp_path):
     assert data.startswith(b"a@b.example\0y@example.org\0\0Received: ")
     assert data.endswith(b"\n.stuffed\nbody\n")
     assert list((q / "tmp").iterdir()) == []
+    # logged in the qmail back end's words (its `qp PID` is the file here), as ours: mailfront logs nothing
+    size = len(data) - len(b"a@b.example\0y@example.org\0\0")
+    assert re.search(rf"^mailfront\[\d+\]: smtpfront: 2\.6\.0 Accepted message file {f.name} bytes {size}$", r.stderr,
+                     re.M), r.stderr
 
 
 def test_queuedir_unwritable(smtp, tmp_path):

@@ -113,6 +113,9 @@ def test_test_shows_final_accepts_guards_and_no_ops(tmp_path):
     out = tool("test", str(rules), "--sender", "x@vip.example")
     assert "line 6: d*@vip.example:*:no  -> 553 no" in out.stdout and "guard" not in out.stdout
     assert out.returncode == 2
+    rules.write_text("K*:*\n")
+    out = tool("test", str(rules), "--sender", "a@b.example")
+    assert out.stdout == "sender <a@b.example>: line 1: K*:*  -> 250 (the back end's reply) (K: no further checks)\n"
 
 
 def test_test_of_a_refused_file(tmp_path):

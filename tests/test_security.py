@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import BIN, DEMO, PASSWORD, leaked, need, run_program
+from conftest import BIN, DEMO, PASSWORD, leaked, need, run_program, wait_for_path
 
 
 def b64(s: str) -> str:
@@ -41,10 +41,7 @@ def counting_cvm(tmp_path):
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env={"CVM_PWFILE_PATH": str(pwfile)},
                                 stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(200):
-        if sock.exists():
-            break
-        time.sleep(0.01)
+    wait_for_path(sock, proc)
 
     def checks() -> list[str]:
         """Stop the CVM (its log is flushed when it exits) and return one line per credential it checked."""
@@ -330,10 +327,12 @@ def test_a_slow_client_does_not_use_up_qmail_queues_time(base_env, queue):
     the client was still sending, and the child was killed as soon as it had the envelope (451, or a commit
     killed and answered 451: sent twice)."""
     proc = subprocess.Popen([str(BIN / "smtpfront-qmail")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**base_env, "QMAILQUEUE_TIMEOUT": "1", "RELAYCLIENT": ""})
+                            stderr=subprocess.PIPE, env={**base_env, "QMAILQUEUE_TIMEOUT": "4", "RELAYCLIENT": ""})
     proc.stdin.write(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nSubject: slow\r\n\r\n")
     proc.stdin.flush()
-    time.sleep(1.5)
+    # A pause longer than QMAILQUEUE_TIMEOUT, which must then leave qmail-queue its whole 4 s to commit once the
+    # message has ended: generous, as the machine may be loaded (a 1 s window flaked).
+    time.sleep(4.5)
     out, _ = proc.communicate(b"the rest\r\n.\r\nQUIT\r\n", timeout=30)
     assert b"\r\n250 2.6.0 Accepted message" in out, out
     assert len(queue.messages()) == 1

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import credentials
+from conftest import credentials, wait_for_path
 
 JOSE = "josé@example.org"
 CHINESE = "用户@例子.广告"
@@ -83,12 +83,7 @@ def test_a_utf8_login_reaches_the_cvm_as_utf8(tmp_path, smtp):
     cvm = subprocess.Popen(["cvm-pwfile", f"cvm-local:{sock}"], env={"CVM_PWFILE_PATH": str(pwfile)},
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        import time
-
-        for _ in range(200):
-            if sock.exists():
-                break
-            time.sleep(0.01)
+        wait_for_path(sock, cvm)
         plain = base64.b64encode("\0josé\0pässword".encode()).decode()
         r = smtp(f"AUTH PLAIN {plain}\r\nQUIT\r\n".encode(), CVM_SASL_PLAIN=f"cvm-local:{sock}")
         assert r.codes == [220, 235, 221] and "SASL AUTH PLAIN username=josé" in r.stderr

@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -406,3 +407,79 @@ def test_library_guard(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(tls, "NATIVE_PARTS", (*tls.NATIVE_PARTS, "_no_such_part"))  # _ssl changed
     assert tls.library_name() == "ssl"
+
+
+# -- the end of a TLS session: close_notify --------------------------------
+
+
+@pytest.fixture
+def ucspi(tmp_path):
+    """ucspi(SERVER, env, program): tcpserver or smtpfront-server on 127.0.0.1 running `program`; its port and log."""
+    procs = []
+
+    def start(server: str, env: dict[str, str], program: str) -> tuple[int, Path]:
+        log = tmp_path / f"ucspi{len(procs)}.log"
+        with open(log, "wb") as f:
+            proc = subprocess.Popen([server, "-1", "-v", "-R", "-H", "-l", "localhost", "127.0.0.1", "0", program],
+                                    env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=f)
+        procs.append(proc)
+        return int(proc.stdout.readline()), log
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+        proc.stdout.close()
+
+
+def tls_session(port: int, certificate: dict[str, str], smtps: bool, commands: bytes) -> ssl.SSLSocket:
+    """A TLS session (STARTTLS, or SMTPS) that has sent `commands`; ragged EOFs raise (ssl.SSLEOFError)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if not smtps:
+        reply = b""
+        sock.sendall(b"EHLO client.example\r\nSTARTTLS\r\n")
+        while not reply.endswith(b"220 2.0.0 Ready to start TLS\r\n"):
+            chunk = sock.recv(4096)
+            assert chunk, reply
+            reply += chunk
+    conn = client_context(certificate).wrap_socket(sock, server_hostname="localhost", suppress_ragged_eofs=False)
+    conn.sendall(commands)
+    return conn
+
+
+def until_close_notify(conn: ssl.SSLSocket) -> list[str]:
+    """The replies up to the server's close_notify (recv gives b''); a bare TCP close raises ssl.SSLEOFError."""
+    out = b""
+    while chunk := conn.recv(65536):
+        out += chunk
+    return out.decode().split("\r\n")[:-1]
+
+
+BAD_PLAIN = base64.b64encode(f"\0{DEMO}\0wrong".encode()).decode()
+
+
+@pytest.mark.parametrize("server", ["tcpserver", "smtpfront-server"])
+@pytest.mark.parametrize("smtps, commands, last", [
+    (False, b"QUIT\r\n", "221 2.0.0 Good bye."),
+    (True, b"EHLO client.example\r\nQUIT\r\n", "221 2.0.0 Good bye."),
+    (False, f"AUTH PLAIN {BAD_PLAIN}\r\n".encode(), "421 4.7.0 Too many authentication failures; closing connection."),
+])
+def test_close_notify_after_the_last_reply(server, smtps, commands, last, tls_env, certificate, ucspi, program):
+    """As Exim and openssl s_client expect: the session's TLS ends with close_notify, not a bare TCP close."""
+    binary = need("tcpserver") if server == "tcpserver" else str(BIN / "smtpfront-server")
+    port, _ = ucspi(binary, {**tls_env, "AUTH_MAX_FAILURES": "1", **({"SMTPS": "1"} if smtps else {})}, program)
+    with tls_session(port, certificate, smtps, commands) as conn:
+        assert until_close_notify(conn)[-1] == last
+        conn.unwrap()  # ours answers it, as a client should
+
+
+def test_a_client_that_never_answers_close_notify_does_not_hold_the_session(tls_env, certificate, ucspi, program):
+    port, log = ucspi(need("tcpserver"), {**tls_env, "SMTPS": "1", "TIMEOUT": "600"}, program)
+    with tls_session(port, certificate, True, b"QUIT\r\n") as conn:
+        assert until_close_notify(conn)[-1] == "221 2.0.0 Good bye."
+        # no close_notify of ours, no TCP close: the session ends all the same, long before TIMEOUT
+        deadline = time.monotonic() + 60  # generous: the machine may be loaded (the bound is a few seconds)
+        while " status 0" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert conn.fileno() >= 0  # still open on our side

@@ -32,7 +32,8 @@ MEMORY = 64_000_000
 
 TCP_RULES = """\
 # tcprules source for this service; `make` (in this directory) compiles it to tcp.cdb.
-# Clients matching a line with RELAYCLIENT="" may relay without AUTH.
+# Clients matching a line with RELAYCLIENT="" may relay without AUTH: here every process on
+# this host (a webmail too). On a submission port where everyone logs in, drop RELAYCLIENT="".
 127.0.0.1:allow,RELAYCLIENT=""
 :allow
 """
@@ -83,7 +84,7 @@ def environment(a: argparse.Namespace) -> dict[str, str]:
     optional = {
         "MAILRULES": a.mailrules,
         "PATTERNS": a.patterns,
-        "QMAILHOME": a.qmail_home if a.backend == "qmail" else None,
+        "QMAILHOME": a.qmail_home,
         "QUEUEDIR": a.queuedir if a.backend == "queuedir" else None,
         "TLS_CERTFILE": a.tls_cert,
         "TLS_KEYFILE": a.tls_key,
@@ -96,24 +97,50 @@ def environment(a: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def readable_by(path: Path, account: str) -> bool | None:
-    """Whether ACCOUNT, with its uid and primary group only (as envuidgid and chpst -U set them), can
-    read PATH, directories on the way included; None when the account or the file does not exist."""
+def permitted(path: Path, account: str, bits: int) -> bool | None:
+    """Whether ACCOUNT, with its uid and primary group only (as envuidgid and chpst -U set them), may reach
+    PATH and has BITS (4 read, 2 write, 1 execute) on it; the directories on the way are checked as named and on
+    the way to each link's target (a venv's python3 may lead into a home).  None when the account or the
+    file does not exist."""
     import pwd
 
     try:
         user = pwd.getpwnam(account)
-        path = path.absolute()
-        stats = [(parent.stat(), 0o1) for parent in reversed(path.parents)] + [(path.stat(), 0o4)]
+        named = path.absolute()
+        hops = [named]  # the path, then each link it leads through (the kernel follows at most 40)
+        while hops[-1].is_symlink() and len(hops) <= 40:
+            hops.append((hops[-1].parent / os.readlink(hops[-1])).absolute())
+        parents = {parent for hop in [*hops, named.resolve()] for parent in hop.parents}
+        stats = [(parent.stat(), 0o1) for parent in sorted(parents)] + [(named.stat(), bits)]
     except (KeyError, OSError):
         return None
     if user.pw_uid == 0:
         return True
-    for st, bit in stats:
+    for st, wanted in stats:
         shift = 6 if st.st_uid == user.pw_uid else 3 if st.st_gid == user.pw_gid else 0
-        if not st.st_mode >> shift & bit:
+        if st.st_mode >> shift & wanted != wanted:
             return False
     return True
+
+
+def cannot_run(program: Path, account: str) -> str | None:
+    """Why ACCOUNT cannot run PROGRAM, a script's interpreter included; None when it can or it can't be told."""
+    if permitted(program, account, 0o1) is False:
+        return f"cannot execute {program}"
+    try:
+        with open(program, "rb") as f:
+            first = f.readline(512)
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith(b"#!") else []
+    if not words:
+        return None
+    interpreter = words[0].decode(errors="replace")
+    if permitted(Path(interpreter), account, 0o1) is False:
+        return f"cannot execute {interpreter}, the interpreter of {program}"
+    if permitted(program, account, 0o4) is False:
+        return f"cannot read {program}"
+    return None
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -126,7 +153,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("account", help="account the SMTP service runs as (envuidgid)")
     p.add_argument("logaccount", help="account the logger runs as")
     p.add_argument("dir", help="the service directory to create (must not exist)")
-    p.add_argument("--port", default="587")
+    p.add_argument("--port", help="port to listen on (587; 465 with --smtps)")
     p.add_argument("--ip", default="0", help="address to listen on (0: all)")
     p.add_argument("--hostname", default=os.uname().nodename, help="this host's name (greeting, Received)")
     p.add_argument("--backend", choices=("qmail", "queuedir", "echo"), default="qmail")
@@ -139,7 +166,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--databytes", type=int, default=26_214_400)
     p.add_argument("--mailrules")
     p.add_argument("--patterns")
-    p.add_argument("--qmail-home")
+    p.add_argument("--qmail-home", help="qmail's directory, for qmail-validate's control files (and qmail-queue"
+                   " with --backend qmail); default: /var/qmail with --backend qmail, else DIR/qmail, made here")
     p.add_argument("--queuedir")
     p.add_argument("--tls-cert", help="PEM certificate (chain); ACCOUNT must be able to read it")
     p.add_argument("--tls-key", help="PEM key; ACCOUNT must be able to read it (e.g. root:GROUP, mode 640)")
@@ -159,13 +187,25 @@ def main(argv: list[str] | None = None) -> int:
     if a.backend == "queuedir" and not a.queuedir:
         print("smtpfront-conf: --backend queuedir needs --queuedir", file=sys.stderr)
         return 2
+    a.port = a.port or ("465" if a.smtps else "587")
+    program = str(Path(a.bin) / f"smtpfront-{a.backend}")
+    for path in [program, *([ucspi_server(a)] if a.server else [])]:
+        why = cannot_run(Path(path), a.account)
+        if why:  # the service would start, and log `access denied` at every connection
+            print(f"smtpfront-conf: {a.account} {why}, so the service could not run: build the venv with an"
+                  f" interpreter {a.account} can run (`/usr/bin/python3 -m venv /opt/smtpfront`, not a Python under"
+                  " a home only its owner may enter); nothing written", file=sys.stderr)
+            return 1
     top = Path(a.dir)
     try:
         top.mkdir(parents=True)
     except FileExistsError:
         print(f"smtpfront-conf: {top} exists; not overwriting it", file=sys.stderr)
         return 1
-    program = str(Path(a.bin) / f"smtpfront-{a.backend}")
+    if a.qmail_home is None and a.backend != "qmail":
+        # every front end runs qmail-validate, which needs the directory even with no control file in it
+        (top / "qmail" / "control").mkdir(parents=True)
+        a.qmail_home = str((top / "qmail").absolute())
     (top / "log" / "main").mkdir(parents=True)
     (top / "env").mkdir()
     write(top / "run", (runit_run if a.runit else daemontools_run)(a, program), 0o755)
@@ -184,8 +224,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("smtpfront-conf: tcprules not found; run make in the directory once ucspi-tcp is installed",
               file=sys.stderr)
+    if not Path(a.qmail_home or "/var/qmail").is_dir():
+        print(f"smtpfront-conf: warning: {a.qmail_home or '/var/qmail'} is not a directory: the service will answer"
+              " every client 451 until it is (--qmail-home)", file=sys.stderr)
+    for sub in ("tmp", "new") if a.queuedir else ():
+        if not permitted(Path(a.queuedir) / sub, a.account, 0o3):
+            print(f"smtpfront-conf: warning: {a.account} cannot write {a.queuedir}/{sub} (or it does not exist):"
+                  " every message will be refused with 451 until it can", file=sys.stderr)
     for path in sorted({a.tls_cert, a.tls_key} - {None}):
-        if readable_by(Path(path), a.account) is False:
+        if permitted(Path(path), a.account, 0o4) is False:
             print(f"smtpfront-conf: warning: {a.account} cannot read {path}: the service will offer no STARTTLS"
                   " (and, with AUTH_REQUIRES_TLS, no AUTH) until it can", file=sys.stderr)
     return 0

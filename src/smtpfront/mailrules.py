@@ -53,7 +53,8 @@ import posix
 from . import globs
 
 ACCEPT, FINAL, REJECT, DEFER, NOOP, PASS, GUARD = "k", "K", "d", "z", "n", "p", "&"
-DEFAULT_RESPONSES = {ACCEPT: (250, "OK"), FINAL: (250, "OK"), REJECT: (553, "Rejected"), DEFER: (451, "Deferred")}
+# a K line without a text takes the back end's words, as mailfront 2.22's does (None); k keeps 2.12's "OK"
+DEFAULT_RESPONSES = {ACCEPT: (250, "OK"), FINAL: (250, None), REJECT: (553, "Rejected"), DEFER: (451, "Deferred")}
 SENDER, RECIPIENT = "sender", "recipient"
 RULE_LETTERS = b"kKdznp&"
 # the three refusals of C's plugin-mailrules.c (421 before the greeting)
@@ -61,7 +62,7 @@ COULD_NOT_OPEN = "4.3.0 Could not open $MAILRULES file"
 SYNTAX_ERROR = "4.3.0 Syntax error in $MAILRULES"
 LIST_ERROR = "4.3.0 Error opening file referenced from $MAILRULES"
 WINDOW = 8  # the longest piece of literal text a glob is indexed by
-_CACHE_VERSION = 4
+_CACHE_VERSION = 5
 # a rule, as parse() returns it and the cache stores it: patterns are (negate, plan),
 # a plan is a globs plan or ("l", path, domain_only, is_cdb); guards are (line, source, sender, recipient)
 LINE, KIND, TAG, SPAT, RPAT, RESPONSE, DATABYTES, RELAYCLIENT, ENV, GUARDS, SOURCE = range(11)

@@ -1,10 +1,11 @@
 """PATTERNS: reject messages whose lines match a glob (mailfront's plugin-patterns).
 
-Each line of the file starts with a character that says where its pattern
-applies: `#` comment, `=` sets the response for the patterns that follow,
-`:` header lines only, `\\` only the first line after a blank line (a MIME
-part's first line), anything else: every non-blank line (the pattern is the
-whole line then).  Patterns are case-sensitive globs over the first
+The first character of every line is a control character, never part of the
+glob (as mailfront reads it): `#` comment, `=` sets the response for the
+patterns that follow, `:` header lines only, `\\` only the first line after a
+blank line (a MIME part's first line), anything else (sites write `/`, a
+space, `*`...): every non-blank line.  Trailing white space is not part of a
+line, as in C.  Patterns are case-sensitive globs over the first
 PATTERNS_LINEMAX bytes of a line.
 """
 
@@ -13,25 +14,22 @@ from __future__ import annotations
 from .globs import Glob
 
 ANYWHERE, HEADER, AFTER_BLANK = "any", "header", "after-blank"
+C_SPACE = " \t\n\v\f\r"  # C's isspace(): what mailfront strips from the end of a line
 
 
 def parse(text: str, default_response: str) -> list[tuple[str, Glob, str]]:
     """(where, glob, response) for each pattern line."""
     response = default_response
     out = []
-    for line in text.splitlines():
-        line = line.rstrip("\r")
+    for line in text.split("\n"):
+        line = line.rstrip(C_SPACE)
         if not line or line.startswith("#"):
             continue
-        first = line[0]
-        if first == "=":
+        if line[0] == "=":
             response = line[1:]
-        elif first == ":":
-            out.append((HEADER, Glob(line[1:], fold=False), response))
-        elif first == "\\":
-            out.append((AFTER_BLANK, Glob(line[1:], fold=False), response))
         else:
-            out.append((ANYWHERE, Glob(line, fold=False), response))
+            where = {":": HEADER, "\\": AFTER_BLANK}.get(line[0], ANYWHERE)
+            out.append((where, Glob(line[1:], fold=False), response))
     return out
 
 

@@ -105,8 +105,9 @@ def _show(what: str, address: str, rules, applies_to: str, sender: str, recipien
         print(f"{head}: line {decided.line}: {decided.source}  -> pass to the normal checks{_effects(decided)}")
         return True
     reply = Reply(*decided.response)
+    words = " | ".join(reply.lines()) if reply.text is not None else f"{reply.code} (the back end's reply)"
     final = " (K: no further checks)" if decided.kind == mailrules.FINAL else ""
-    print(f"{head}: line {decided.line}: {decided.source}  -> {' | '.join(reply.lines())}{final}{_effects(decided)}")
+    print(f"{head}: line {decided.line}: {decided.source}  -> {words}{final}{_effects(decided)}")
     return reply.ok
 
 

@@ -506,7 +506,7 @@ class Engine:
             # not the line itself: a client refused AUTH may go on to send its base64 credentials
             self.notes.append(f"unrecognised command ({len(line)} bytes)")
             return self._reply(NOT_IMPLEMENTED)
-        if verb in ("MAIL", "RCPT"):
+        if verb in ("MAIL", "RCPT", "BDAT"):  # BDAT as mailfront logs a command it lacks: the line
             self.log.append(f"{verb} {arg}")
         return handler(self, arg)
 

@@ -30,6 +30,7 @@ START_TLS = Reply(220, "2.0.0 Ready to start TLS")
 TIMED_OUT = Reply(421, "4.4.2 Timeout; closing connection.")
 SESSION_TIMED_OUT = Reply(421, "4.4.2 Session time limit exceeded; closing connection.")
 EHLO_KEYWORDS = ["8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8"]
+CLOSE_NOTIFY_WAIT = 2.0  # seconds for the client's close_notify after ours: a client that answers does in a round trip
 
 
 def refuse(transport, reply: Reply) -> None:
@@ -268,10 +269,13 @@ def serve(pipeline, transport, log, clock) -> int:
             return 1
     engine.send(handler.greeting())
     try:
-        return _events(handler, log, clock)
+        code = _events(handler, log, clock)
     except BaseException:
         handler.transport.write(engine.data_to_send())  # replies already decided go out before anything else
         raise
+    if handler.transport is not transport:  # after the last reply (221, 421...), TLS ends with close_notify
+        handler.transport.close(CLOSE_NOTIFY_WAIT)
+    return code
 
 
 def _events(handler: SMTP, log, clock) -> int:
