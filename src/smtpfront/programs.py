@@ -133,6 +133,8 @@ def preload(argv: list[str], environ: dict[str, str]) -> None:
         from . import cvm, sasl  # noqa: F401
     if settings.auth_throttle_dir:
         from . import throttle  # noqa: F401
+    if settings.auth_throttle_store:
+        from . import redis, store  # noqa: F401
     if settings.proxy_protocol:
         from . import proxy  # noqa: F401
     if settings.tls_certfile:

@@ -51,6 +51,13 @@ def network_key(ip: str) -> str:
     return "net:" + ".".join(ip.split(".")[:3]) + ".0/24"
 
 
+def record_keys(remote_ip: str, login: str) -> list[tuple[str, str]]:
+    """The (kind, key) pairs an attempt counts against, whichever store keeps them."""
+    login = login.lower()
+    net = network_key(remote_ip)
+    return [("pair", f"pair:{net} {login}"), ("net", net), ("login", "user:" + login)]
+
+
 def wait(failures: int, slow: int, refuse: int | None, longest: float) -> float | None:
     """Seconds an attempt waits after `failures` recent failures; None when it is refused."""
     if refuse is not None and failures >= refuse:
@@ -109,10 +116,7 @@ class Throttle:
 
         Raises OSError when the store can't be used.
         """
-        login = login.lower()
-        net = network_key(remote_ip)
-        keys = sorted((self._path(key), kind) for kind, key in
-                      (("pair", f"pair:{net} {login}"), ("net", net), ("login", "user:" + login)))
+        keys = sorted((self._path(key), kind) for kind, key in record_keys(remote_ip, login))
         paths = [path for path, _ in keys]
         fds = self._locked(paths)
         try:
