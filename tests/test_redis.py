@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import Silent
 from smtpfront.redis import (
     Connection,
     ProtocolError,
@@ -158,31 +157,6 @@ def test_no_server_fails_at_once_and_for_good(tmp_path):
     with pytest.raises(StoreError) as e:
         conn.call("PING")  # broken for good: not tried again
     assert "nothing.sock" in str(e.value)
-
-
-class Silent:
-    """A stand-in for Redis that accepts connections and never answers."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.accepted = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.held.append(conn)
-            self.accepted.set()
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
 
 
 @pytest.fixture
