@@ -99,6 +99,8 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
             finally:
                 protocol.refuse(transport, protocol.INTERNAL_ERROR)
             return 1
+        finally:
+            started.end()
     finally:
         log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
 
@@ -175,7 +177,10 @@ def _start(protocol, backend_name: str, lists: list[str], environ, transport, lo
 
     pipeline = Pipeline(Session(settings, log, protocol.NAME), plugins, backend)
     reply = pipeline.init()
-    return reply if failed(reply) else pipeline
+    if failed(reply):
+        pipeline.end()  # what the plugins before the refusing one took
+        return reply
+    return pipeline
 
 
 def leave(code: int) -> None:
