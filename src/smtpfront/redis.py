@@ -179,6 +179,17 @@ def parse_url(text: str) -> Url:
     return url
 
 
+def _numeric(socket, host: str) -> int:
+    """The address family of a numeric address, 0 for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+            return family
+        except OSError:
+            continue
+    return 0
+
+
 class Script:
     """A Lua script and its SHA1, which `EVALSHA` names it by."""
 
@@ -221,8 +232,12 @@ class Connection:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             address: object = url.unix
         else:
-            family, kind, proto, _, address = socket.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)[0]
-            self.sock = socket.socket(family, kind, proto)
+            family = _numeric(socket, url.host)
+            if family:  # getaddrinfo would load the resolver's modules: ~10 ms a session for nothing
+                address = (url.host, url.port)
+            else:
+                family, _, _, _, address = socket.getaddrinfo(url.host, url.port, type=socket.SOCK_STREAM)[0]
+            self.sock = socket.socket(family, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(url.connect_timeout)
         self.sock.connect(address)
