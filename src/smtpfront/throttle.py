@@ -25,7 +25,6 @@ wipe the record of his guesses.  Entries expire with the window.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import posix
 import time
 
@@ -84,7 +83,9 @@ class Throttle:
         self.clock = clock
 
     def _path(self, key: str) -> str:
-        return f"{self.directory}/{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        import _sha256  # not hashlib, whose import (OpenSSL's) costs a session milliseconds
+
+        return f"{self.directory}/{_sha256.sha256(key.encode()).hexdigest()[:32]}"
 
     def _read(self, fd: int, now: float) -> list[str]:
         """The stamps of the locked file `fd` still within the window."""
