@@ -173,3 +173,14 @@ def test_a_redis_that_never_answers_costs_one_timeout_a_session(smtp):
         assert elapsed < 15  # one 0.2 s timeout, not one per command; the slack is for a loaded machine
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("how", ["QUIT", "the client goes away", "a later plugin refuses the session"])
+def test_a_session_gives_its_place_back_however_it_ends(how, smtp, redis_server, redis_db, tmp_path):
+    env = {"PLUGINS": "+limits", "LIMITS_STORE": redis_server.url(redis_db), "LIMIT_SESSIONS_PER_IP": "1"}
+    if how == "a later plugin refuses the session":
+        env["PATTERNS"] = str(tmp_path / "missing")
+    r = smtp(b"EHLO c\r\nQUIT\r\n" if how == "QUIT" else b"EHLO c\r\n", **env)
+    assert r.codes[0] == (421 if "refuses" in how else 220)
+    assert "limit LIMIT_SESSIONS_PER_IP" not in r.stderr
+    assert redis_server.call("DBSIZE", db=redis_db) == b":0\r\n"  # no place left taken
