@@ -12,9 +12,14 @@ turn (A B C A B C ...):
 
 and reports, as bench/server.py does:
 
+  - the store's own part of a session, timed in this process (no session around it, so the machine's
+    noise is small beside it): connect, the throttle's reservation and release, a place among the
+    concurrent sessions taken and given back, a connection, a message and a recipient counted;
   - the latency of a full AUTH session, one client, each reply awaited (the throttle's reservation and
     release, the sessions and connections counts, a message and a recipient counted): p50 and p99, and
     what the store adds to each;
+  - a process per connection (tcpserver's way): EHLO/QUIT through smtpfront-qmail with the limits plugin
+    loaded and a place and a connection counted, beside without (the module imports and the connect);
   - sessions/s with 40 parallel clients, pipelined EHLO/MAIL/RCPT/DATA/QUIT (the sessions and connections
     counts, a place taken and given back), against `off` round by round.
 """
@@ -30,7 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import PASSWORD, Setup  # bench/run.py's harness
+from run import PASSWORD, Setup, interleaved, timed  # bench/run.py's harness
+from run import spread as spread_ms
 from server import OPTIONS, Service, auth_session, sessions_per_second, spread, stand_in
 
 BIN = Path(sys.executable).parent
@@ -53,6 +59,24 @@ def redis(tmp: Path) -> tuple[subprocess.Popen, str, int]:
     while not Path(sock).exists():
         time.sleep(0.01)
     return proc, sock, port
+
+
+def store_calls(url: str) -> float:
+    """What a session with every limit and the AUTH throttle asks of the store, on a new connection."""
+    from smtpfront.store import ENTER, RELEASE, SharedThrottle, key, member
+
+    start = time.perf_counter()
+    throttle = SharedThrottle(url, None, None)
+    throttle.release(throttle.reserve("127.0.0.1", "demo"))
+    store = throttle.store
+    slots, me = [key("sessions", "127.0.0.1"), key("sessions", "net:127.0.0.0/24")], member()
+    store.run(ENTER, slots, [1260000, me, 100000, 100000])
+    for kind in ("conn", "messages", "recipients"):
+        store.hit(key("rate", f"{kind}:demo"), 100000000, 3600.0)
+    store.run(RELEASE, slots, [me])
+    elapsed = time.perf_counter() - start
+    store.close()
+    return elapsed
 
 
 def server(name: str, env: dict[str, str]) -> Service:
@@ -78,6 +102,26 @@ def main() -> None:
         servers = [server("off", env)] + [server(name, {**env, **LIMITS, "AUTH_THROTTLE_STORE": url,
                                                         "LIMITS_STORE": url}) for name, url in stores.items()]
         try:
+            calls: dict[str, list[float]] = {name: [] for name in stores}
+            for _ in range(a.latency_runs):
+                for name, url in stores.items():
+                    calls[name].append(store_calls(url))
+            print(f"the store's part of a session (7 calls and a connect), {a.latency_runs} runs interleaved (ms):")
+            for name, values in calls.items():
+                print(f"  {name:5} p50 {statistics.median(values) * 1000:6.3f}  "
+                      f"p99 {statistics.quantiles(values, n=100)[98] * 1000:6.3f}  "
+                      f"({min(values) * 1000:.3f}..{max(values) * 1000:.3f})")
+            program = [str(BIN / "smtpfront-qmail")]
+            ehlo = b"EHLO bench\r\nQUIT\r\n"
+            on = {**env, "TCPREMOTEIP": "127.0.0.1", "PLUGINS": "+limits", "LIMITS_STORE": stores["unix"],
+                  "LIMIT_SESSIONS_PER_IP": "100000", "LIMIT_CONNECTIONS_PER_IP": "100000000/1h"}
+            per_connection = interleaved({"without": lambda: timed(program, ehlo, {**env, "TCPREMOTEIP": "127.0.0.1"}),
+                                          "limits": lambda: timed(program, ehlo, on)}, a.latency_runs // 4)
+            medians = {name: statistics.median(values) for name, values in per_connection.items()}
+            print(f"a process per connection, EHLO/QUIT, {a.latency_runs // 4} runs interleaved: without "
+                  f"{spread_ms(per_connection['without'])}, with limits (Unix socket) "
+                  f"{spread_ms(per_connection['limits'])}; adds "
+                  f"{(medians['limits'] - medians['without']) * 1000:+.2f} ms")
             plain = base64.b64encode(f"\0demo\0{PASSWORD}".encode())
             times: dict[str, list[float]] = {s.name: [] for s in servers}
             for s in servers:
