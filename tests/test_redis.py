@@ -30,6 +30,7 @@ def test_command_is_an_array_of_bulk_strings():
 REPLIES = [
     (b"+OK\r\n", "OK"),
     (b"-NOSCRIPT No matching script\r\n", ReplyError("NOSCRIPT No matching script")),
+    (b"-ERR " + b"a long script error " * 20 + b"\r\n", ReplyError("ERR " + "a long script error " * 20)),
     (b":-42\r\n", -42),
     (b"$5\r\nh\r\nlo\r\n", b"h\r\nlo"),
     (b"$0\r\n\r\n", b""),
@@ -49,7 +50,7 @@ def test_replies(data, value):
 
 
 @pytest.mark.parametrize("data", [b"?what\r\n", b":12a\r\n", b"$3\r\nabcd\r\n", b"$-2\r\n", b"*-5\r\n",
-                                  b"$99999999\r\n", b"+" + b"x" * 100, b":\r\n"])
+                                  b"$99999999\r\n", b"+" + b"x" * 70000, b":\r\n"])
 def test_malformed_replies_raise(data):
     with pytest.raises(ProtocolError):
         parse(data)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 CONNECT_TIMEOUT_MS = 250
 TIMEOUT_MS = 250
+MAX_LINE = 1 << 16  # a script's error message may be long, but not that long
 MAX_BULK = 1 << 20  # we only ever read counts and short lists: a bigger reply is a broken server
 
 
@@ -72,7 +73,7 @@ def parse(data: bytes, pos: int = 0):
     """
     end = data.find(b"\r\n", pos)
     if end < 0:
-        if len(data) - pos > 64 and data[pos : pos + 1] != b"$":  # no line of ours is that long
+        if len(data) - pos > MAX_LINE:
             raise ProtocolError("a reply line without an end")
         return None
     kind, line, after = data[pos : pos + 1], data[pos + 1 : end], end + 2
