@@ -127,3 +127,8 @@ class Pipeline:
         if failed(reply):
             self.reset()
         return reply
+
+    def end(self) -> None:
+        """The session is over: the plugins let go of what they hold outside the process."""
+        for hook in self._hooks["end"]:
+            hook(self.session)

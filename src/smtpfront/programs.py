@@ -99,6 +99,8 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
             finally:
                 protocol.refuse(transport, protocol.INTERNAL_ERROR)
             return 1
+        finally:
+            started.end()
     finally:
         log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
 
@@ -133,6 +135,8 @@ def preload(argv: list[str], environ: dict[str, str]) -> None:
         from . import cvm, sasl  # noqa: F401
     if settings.auth_throttle_dir:
         from . import throttle  # noqa: F401
+    if settings.auth_throttle_store:
+        from . import redis, store  # noqa: F401
     if settings.proxy_protocol:
         from . import proxy  # noqa: F401
     if settings.tls_certfile:
@@ -173,7 +177,10 @@ def _start(protocol, backend_name: str, lists: list[str], environ, transport, lo
 
     pipeline = Pipeline(Session(settings, log, protocol.NAME), plugins, backend)
     reply = pipeline.init()
-    return reply if failed(reply) else pipeline
+    if failed(reply):
+        pipeline.end()  # what the plugins before the refusing one took
+        return reply
+    return pipeline
 
 
 def leave(code: int) -> None:

@@ -31,6 +31,7 @@ PLUGINS = {
     "cvm-authenticate": ("smtpfront.plugins.cvm_authenticate", "CvmAuthenticate"),
     "cvm-validate": ("smtpfront.plugins.cvm_validate", "CvmValidate"),
     "force-file": ("smtpfront.plugins.builtins", "ForceFile"),
+    "limits": ("smtpfront.plugins.limits", "Limits"),
     "mailrules": ("smtpfront.plugins.mailrules", "MailRules"),
     "patterns": ("smtpfront.plugins.patterns", "Patterns"),
     "qmail-validate": ("smtpfront.plugins.qmail_validate", "QmailValidate"),
