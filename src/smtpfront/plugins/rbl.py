@@ -38,7 +38,8 @@ class _CaptureSettings:
         self.log = session.log
 
     def getenv(self, name: str) -> str | None:
-        return self.session.getenv("RBL_" + name)
+        prefixed = "RBL_" + name  # RBL_QUEUEDIR, RBL_QUEUEDIR_DEST, RBL_QUEUEDIR_TMP, RBL_QUEUEDIR_NOSYNC
+        return self.session.getenv(prefixed)
 
 
 class Rbl(Plugin):
