@@ -232,6 +232,8 @@ DIFFERENTIAL = {  # name: environment (every case asks RBL_IP unless it says oth
     "a record with no string": {"RBL_BLACKLISTS": "f.test", "TCPREMOTEIP": "127.0.0.2", "DNSCACHEIP": FAKE_IP},
     "truncated: asked again by TCP": {"RBL_BLACKLISTS": "f.test", "TCPREMOTEIP": "127.0.0.3", "DNSCACHEIP": FAKE_IP},
     "server failure": {"RBL_BLACKLISTS": "f.test", "TCPREMOTEIP": "127.0.0.4", "DNSCACHEIP": FAKE_IP},
+    "a zone in UTF-8": {"RBL_BLACKLISTS": "bl.t\u00e9st", "TCPREMOTEIP": "127.0.0.9"},
+    "a label over 63 bytes": {"RBL_BLACKLISTS": "x" * 64 + ".test", "TCPREMOTEIP": "127.0.0.9"},
     "server down": {"RBL_BLACKLISTS": "bl.test", "TCPREMOTEIP": "127.0.0.9", "DNSCACHEIP": DOWN_IP},
 }
 TRANSACTION = (b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nRCPT TO:<e@f.example>\r\nDATA\r\n"

@@ -206,7 +206,8 @@ def lookup(questions: list[tuple[str, int]], servers: list[str], deadline: float
     """
     import errno
 
-    qnames = [dnsname.encode_name(name) for name, _ in questions]
+    # the names' bytes as the environment gave them (a zone in UTF-8 goes as UTF-8, as mailfront sends it)
+    qnames = [dnsname.encode_name(name.encode("utf-8", "surrogateescape").decode("latin-1")) for name, _ in questions]
     packets: dict[int, bytes] = {}
     errors: dict[int, int] = {}
     for round, wait in enumerate(ROUNDS):
