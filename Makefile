@@ -45,6 +45,7 @@ bench: venv
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/softlimit.py
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/rbl.py
 
 clean:
 	rm -rf $(VENV) var build src/*.egg-info

@@ -128,7 +128,7 @@ def leaked(text: str) -> list[str]:
 # These bind ports 53 and 113 (the fake DNS server and identd that tcpserver and smtpfront-server ask), which
 # only root may.  Run by a user, they are left out here and run whole by tests/test_privileged.py in a user
 # and network namespace of the user's own, where the user is root.
-PRIVILEGED_MODULES = ("test_forkserver.py", "test_ident.py", "test_dnsname.py")
+PRIVILEGED_MODULES = ("test_forkserver.py", "test_ident.py", "test_dnsname.py", "test_rbl.py")
 
 
 def real_root() -> bool:

@@ -551,7 +551,7 @@ add("list unknown backend", "mailfront smtp nonexistent accept", ECHO_MSG, repli
 add("list unknown protocol", "mailfront nonexistent echo accept", ECHO_MSG, log=LOAD_REASON)
 add("list no backend", "mailfront smtp", ECHO_MSG)
 add("list no names", "mailfront", ECHO_MSG)
-for plugin in ("rbl", "clamav", "spamassassin", "lua"):
+for plugin in ("clamav", "spamassassin", "lua"):
     add(f"list {plugin}", f"{ECHO} accept {plugin}", b"EHLO x\r\n" + ECHO_MSG,
         replies=f"{plugin} is refused at start: not supported", log="the replies", exit="the session is refused")
 

@@ -108,6 +108,7 @@ class Settings:
         "tls_min_version",
         "smtps",
         "proxy_protocol",
+        "rbl_timeout",
     )
 
     def __init__(self, **values: object) -> None:
@@ -214,4 +215,5 @@ class Settings:
             tls_min_version=tls_min_version,
             smtps="SMTPS" in env or "TLS_IMMEDIATE" in env,  # TLS_IMMEDIATE: mailfront 2.2x's name
             proxy_protocol="PROXY_PROTOCOL" in env,
+            rbl_timeout=_seconds(env, "RBL_TIMEOUT", 60.0),
         )

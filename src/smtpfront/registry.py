@@ -35,6 +35,7 @@ PLUGINS = {
     "mailrules": ("smtpfront.plugins.mailrules", "MailRules"),
     "patterns": ("smtpfront.plugins.patterns", "Patterns"),
     "qmail-validate": ("smtpfront.plugins.qmail_validate", "QmailValidate"),
+    "rbl": ("smtpfront.plugins.rbl", "Rbl"),
     "reject": ("smtpfront.plugins.builtins", "Reject"),
     "relayclient": ("smtpfront.plugins.builtins", "RelayClient"),
     "require-auth": ("smtpfront.plugins.builtins", "RequireAuth"),
@@ -42,10 +43,11 @@ PLUGINS = {
 # mailfront's plugins that smtpfront does not have (docs/differences.md says why)
 UNSUPPORTED = {
     "clamav": "not supported by smtpfront",
-    "lua": "not supported by smtpfront",
-    "rbl": "not supported by smtpfront",
+    "lua": ("not supported by smtpfront: move its policy to $MAILRULES or $PATTERNS, or into a Python plugin"
+            " (docs/differences.md)"),
     "spamassassin": "not supported by smtpfront",
-    "starttls-ucspi": "not needed by smtpfront: set $TLS_CERTFILE for STARTTLS",
+    "starttls-ucspi": ("not needed by smtpfront: drop it from the list and set $TLS_CERTFILE (and $TLS_KEYFILE)"
+                       " for STARTTLS"),
 }
 
 
