@@ -1296,30 +1296,6 @@ PINS: dict[str, dict[str, dict[str, str | None]]] = {
                 "Fatal: 4.3.0 Error loading protocol nonexistent: no such protocol",
         },
     },
-    "list rbl": {
-        "replies": {
-            "220 mx.example mailfront ESMTP\n"
-            "250-mx.example\n"
-            "250-8BITMIME\n"
-            "250-ENHANCEDSTATUSCODES\n"
-            "250 PIPELINING\n"
-            "250 Sender='a@b.example'.\n"
-            "250 Recipient='y@example.org'.\n"
-            "354 End your message with a period on a line by itself.\n"
-            "250 Received 26 bytes.":
-                "451 4.3.0 Error loading plugin rbl: not supported by smtpfront",
-        },
-        "log": {
-            "MAIL FROM:<a@b.example>\n"
-            "RCPT TO:<y@example.org>\n"
-            "Subject: tX-Two: 2\n"
-            "bytes in: 97 bytes out: 243":
-                "451 4.3.0 Error loading plugin rbl: not supported by smtpfront",
-        },
-        "exit": {
-            "0": "1",
-        },
-    },
     "list clamav": {
         "replies": {
             "220 mx.example mailfront ESMTP\n"
@@ -1381,14 +1357,16 @@ PINS: dict[str, dict[str, dict[str, str | None]]] = {
             "250 Recipient='y@example.org'.\n"
             "354 End your message with a period on a line by itself.\n"
             "250 Received 26 bytes.":
-                "451 4.3.0 Error loading plugin lua: not supported by smtpfront",
+                "451 4.3.0 Error loading plugin lua: not supported by smtpfront: move its policy to $MAILRULES or"
+                " $PATTERNS, or into a Python plugin (docs/differences.md)",
         },
         "log": {
             "MAIL FROM:<a@b.example>\n"
             "RCPT TO:<y@example.org>\n"
             "Subject: tX-Two: 2\n"
             "bytes in: 97 bytes out: 243":
-                "451 4.3.0 Error loading plugin lua: not supported by smtpfront",
+                "451 4.3.0 Error loading plugin lua: not supported by smtpfront: move its policy to $MAILRULES or"
+                " $PATTERNS, or into a Python plugin (docs/differences.md)",
         },
         "exit": {
             "0": "1",
