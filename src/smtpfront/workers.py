@@ -5,9 +5,11 @@ most `-c` of them (tcpserver's limit, counted the same way); the workers accept
 on the listening socket themselves.  Through one pipe each tells the server
 when a session starts and when it ends, so that the server's `status:` lines
 count sessions as they count processes with `-n 1` (Postfix's master and its
-children keep count the same way).  When the server goes (SIGTERM), a pipe
-that only the server holds open reads end-of-file: free workers leave at once,
-busy ones when their session is over.
+children keep count the same way).  On SIGTERM the server passes the signal
+on to its workers and leaves: each closes its copy of the listening socket at
+once (a new server can bind the port straight away), a free worker leaves, a
+busy one after its session.  Should the server vanish without a word, a pipe
+that only it holds open reads end-of-file, and the workers leave as well.
 
 Between sessions a worker puts back everything a session may change: the
 process environment (the server's own, then the next connection's), fds 0
@@ -88,7 +90,12 @@ class Pool:
                 except BlockingIOError:
                     signals = b""
                 if signal.SIGTERM in signals:
-                    posix._exit(0)  # as tcpserver: running sessions go on by themselves; free workers leave
+                    for pid in self.state:
+                        try:
+                            posix.kill(pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
+                    posix._exit(0)  # as tcpserver: running sessions go on by themselves
                 self.read_status()  # first: a worker wrote its last record before it exited
                 self.reap()
             elif status in ready:
@@ -172,9 +179,10 @@ class Worker:
         server, pool = self.server, self.pool
         assert server.sock is not None
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.busy = self.leaving = False
+        signal.signal(signal.SIGTERM, self.terminate)
         for fd in (server.wake_r, server.wake_w, pool.status_r, pool.alive_w):
             posix.close(fd)
         gc.enable()
@@ -188,18 +196,28 @@ class Worker:
         code = 0
         for served in range(1, pool.sessions + 1):
             fd, remote = self.accept()
+            self.busy = True
             self.report(BUSY)
             code, clean = self.session(fd, remote)
+            self.busy = False
             left_open = open_fds() - baseline
             if left_open:
                 server.log.error(PREFIX + b"warning: worker %d: a session left descriptors open (%s); "
                                  b"the worker ends" % (self.pid, " ".join(sorted(left_open)).encode()))
-            last = served == pool.sessions or not clean or bool(left_open)
+            last = served == pool.sessions or not clean or bool(left_open) or self.leaving
             server.log(PREFIX + b"end %d status %d" % (self.pid, (code & 0xFF) << 8))  # where -n 1 has it
             self.report(LAST if last else DONE)
             if last:
                 break
         posix._exit(code & 0xFF)
+
+    def terminate(self, signum: int, frame: object) -> None:
+        """SIGTERM (the server's leaving): let go of the port now; leave now, or after the session."""
+        if not self.leaving:
+            self.leaving = True
+            posix.close(self.server.sock.detach())  # the socket object is not used again
+        if not self.busy:
+            posix._exit(0)
 
     def report(self, kind: int) -> None:
         try:
