@@ -68,7 +68,9 @@ def test_an_authenticated_session_then_one_from_elsewhere_that_tries_to_relay(st
     server.wait_ends(2)
     assert len(set(pids(server))) == 1 and len(pids(server)) == 2
     assert [e for e, _ in queue.messages()] == [b"Fdemo@example.org\0Tsomeone@elsewhere.example\0\0"]
-    assert "ESMTPA" not in talk(server, b"EHLO c.example\r\nQUIT\r\n").decode()
+    again = talk(server, b"EHLO c.example\r\nMAIL FROM:<demo@example.org>\r\nRCPT TO:<someone@elsewhere.example>\r\n"
+                         b"QUIT\r\n")  # from the address that authenticated, without AUTH this time
+    assert b"550 5.1.0 Mail system is not configured to accept that recipient" in again
 
 
 def test_relayclient_from_tcprules_then_a_client_whose_rule_has_none(start, base_env, queue, tmp_path):
@@ -280,3 +282,29 @@ def children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
+
+
+def test_a_session_with_an_internal_error_ends_its_worker(start, base_env, tmp_path):
+    """A bug met in a session (here one put into a copy of the package): the client gets its 451, the session
+    goes on, and the next client gets a fresh process."""
+    import shutil
+    import sys
+
+    import smtpfront
+    from smtpfront.launchers import write_launchers
+
+    site = tmp_path / "site"
+    shutil.copytree(Path(smtpfront.__file__).parent, site / "smtpfront")
+    plugin = site / "smtpfront" / "plugins" / "check_fqdn.py"
+    bug = "        if address.text == 'bug@example.net':\n            raise KeyError('bug')\n"
+    plugin.write_text(plugin.read_text().replace("        if address.text:\n", bug + "        if address.text:\n", 1))
+    write_launchers(tmp_path, sys.executable, str(site))
+    server = start(str(tmp_path / "smtpfront-server"), "-v", *LOCAL, *SAME_PROCESS, str(tmp_path / "smtpfront-qmail"),
+                   env=base_env)
+    out = talk(server, b"EHLO c\r\nMAIL FROM:<ok@example.net>\r\nMAIL FROM:<bug@example.net>\r\nQUIT\r\n")
+    assert b"\r\n250 2.1.0 Sender accepted.\r\n451 4.3.0 Internal error.\r\n221 " in out
+    assert b"221 " in talk(server, b"QUIT\r\n")
+    server.wait_ends(2)
+    assert "smtpfront: internal error: KeyError: 'bug'" in server.log
+    first, second = pids(server)
+    assert first != second

@@ -186,7 +186,6 @@ class Worker:
         for fd in (server.wake_r, server.wake_w, pool.status_r, pool.alive_w):
             posix.close(fd)
         gc.enable()
-        self.environ = dict(posix.environ)  # the server's own: every session starts from it
         self.null = posix.open("/dev/null", posix.O_RDWR)
         poller = select.epoll()
         poller.register(server.sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)  # one free worker woken
@@ -275,7 +274,7 @@ class Worker:
                 pass
         for target in (0, 1):  # the connection closes here: the worker holds nothing of it
             posix.dup2(self.null, target)
-        restore_environ(self.environ)
+        restore_environ(server.environ)  # the server's own, as it started: every session starts from it
         faulted = getattr(log, "faulted", False)
         del log, conn
         gc.collect()  # the session's objects (the handler's cycles among them) go now, not sessions later
