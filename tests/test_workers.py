@@ -308,3 +308,18 @@ def test_a_session_with_an_internal_error_ends_its_worker(start, base_env, tmp_p
     assert "smtpfront: internal error: KeyError: 'bug'" in server.log
     first, second = pids(server)
     assert first != second
+
+
+def test_workers_leave_when_their_server_is_killed(start, base_env):
+    """SIGKILL: no word from the server; its free workers see the pipe only it held open close, and go."""
+    server = start(SERVER, "-v", *LOCAL, "-n", "100", "-c", "2", QMAIL, env=base_env)
+    assert b"221 " in talk(server, b"QUIT\r\n")
+    server.wait_ends(1)
+    [worker] = pids(server)
+    assert Path(f"/proc/{worker}").exists()
+    server.proc.kill()
+    server.proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{worker}").exists():
+        assert time.monotonic() < deadline, "the worker stayed"
+        time.sleep(0.02)
