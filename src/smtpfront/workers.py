@@ -229,7 +229,11 @@ class Worker:
         accept = self.server.sock._accept
         alive = self.pool.alive_r
         while True:
-            if any(fd == alive for fd, _ in self.poller.poll()):
+            try:
+                events = self.poller.poll()
+            except KeyboardInterrupt:  # SIGINT to the process group (a terminal's ^C): between sessions, no word
+                posix._exit(0)
+            if any(fd == alive for fd, _ in events):
                 posix._exit(0)
             try:
                 return accept()
