@@ -122,10 +122,8 @@ class Pipeline:
         self._sink.data_block(self.session, block)
 
     def _open_message(self) -> bool:
-        import tempfile
-
         try:
-            self.session.message = tempfile.TemporaryFile()
+            self.session.message = self.session.temporary_file()
         except OSError as e:
             self.session.log.note(f"cannot create a temporary file for the message: {e.strerror}")
             self.reset()

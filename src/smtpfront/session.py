@@ -58,6 +58,13 @@ class Session:
         """Write into the message directly, past the plugins' checks (mailfront's backend_data_block)."""
         self.backend.data_block(self, block)
 
+    def temporary_file(self):
+        """A new nameless file under $TMPDIR (unset: the system's); raises OSError, also when $TMPDIR is unusable
+        (tempfile would quietly pick another directory)."""
+        import tempfile
+
+        return tempfile.TemporaryFile(dir=self.settings.environ.get("TMPDIR") or None)
+
     @property
     def relayclient(self) -> str | None:
         return self.getenv("RELAYCLIENT")

@@ -50,10 +50,8 @@ class SpamAssassin(Plugin):
         if not targets:
             session.log.note("spamassassin: no spamd: set $SPAMD_HOST or $SPAMD_PATH")
             return NO_SCAN
-        import tempfile
-
         try:
-            rewritten = tempfile.TemporaryFile()
+            rewritten = session.temporary_file()
         except OSError as e:
             session.log.note(f"spamassassin: cannot create a temporary file: {e.strerror}")
             return NO_SCAN
