@@ -57,11 +57,17 @@ def test_unknown_plugin(name):
     assert e.value.reply.text == f"4.3.0 Error loading plugin {name}: no such plugin"
 
 
-@pytest.mark.parametrize("name", ["rbl", "clamav", "spamassassin", "lua"])
+@pytest.mark.parametrize("name", ["rbl", "lua"])
 def test_unsupported_plugins_are_refused_by_name(name):
     with pytest.raises(LoadError) as e:
         plugin_names(["accept", name])
     assert e.value.reply.text == f"4.3.0 Error loading plugin {name}: not supported by smtpfront"
+
+
+def test_the_scanning_plugins_load():
+    assert plugin_names(["accept:clamav", "spamassassin"]) == ["accept", "clamav", "spamassassin"]
+    [clamav, spamassassin] = registry.plugins(["clamav", "spamassassin"])
+    assert clamav.reads_message and not clamav.rewrites_message and spamassassin.rewrites_message
 
 
 def test_starttls_ucspi_points_to_our_tls():
