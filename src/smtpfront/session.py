@@ -59,11 +59,20 @@ class Session:
         self.backend.data_block(self, block)
 
     def temporary_file(self):
-        """A new nameless file under $TMPDIR (unset: the system's); raises OSError, also when $TMPDIR is unusable
-        (tempfile would quietly pick another directory)."""
-        import tempfile
+        """A new nameless file under $TMPDIR (default /tmp), open for reading and writing; raises OSError, also when
+        $TMPDIR is unusable (tempfile would quietly pick another directory, and costs 10 ms to import)."""
+        import posix
 
-        return tempfile.TemporaryFile(dir=self.settings.environ.get("TMPDIR") or None)
+        directory = self.settings.environ.get("TMPDIR") or "/tmp"
+        try:
+            fd = posix.open(directory, posix.O_TMPFILE | posix.O_RDWR | posix.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno not in (21, 95):  # EISDIR, EOPNOTSUPP: no O_TMPFILE in this kernel or file system
+                raise
+            path = f"{directory}/smtpfront.{posix.getpid()}.{posix.urandom(6).hex()}"
+            fd = posix.open(path, posix.O_CREAT | posix.O_EXCL | posix.O_RDWR | posix.O_CLOEXEC, 0o600)
+            posix.unlink(path)
+        return open(fd, "w+b")
 
     @property
     def relayclient(self) -> str | None:
