@@ -107,8 +107,8 @@ def spamd(tmp_path_factory):
 
 
 class Broken:
-    """A daemon that reads the request and then does `how`: "silent" (answers nothing, keeps the connection),
-    "midway" (half an answer, then closes)."""
+    """A daemon that reads each request (to clamd's end of stream, or to the client's shutdown, as spamd) and then
+    does `how`: "silent" (answers nothing, keeps the connection), "midway" (part of an answer, then closes)."""
 
     def __init__(self, how: str, answer: bytes = b"stream: Some.Virus FOU") -> None:
         self.server = socket.socket()
@@ -117,14 +117,21 @@ class Broken:
         self.port = self.server.getsockname()[1]
         self.how, self.answer = how, answer
         self.release = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _serve(self) -> None:
-        conn, _ = self.server.accept()
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(60)
             data = b""
-            while not data.endswith(b"\0\0\0\0") and not data.endswith(b"\r\n\r\nhello\n"):
+            while not data.endswith(b"\0\0\0\0"):
                 chunk = conn.recv(65536)
                 if not chunk:
                     break

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
-from conftest import free_port
+import pytest
+
+from conftest import BIN, Result, free_port, need
 from scanner_daemons import VIRUS, VIRUS_NAME, Broken, clamd  # noqa: F401 - clamd is a fixture
 
 ENV = b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\n"
@@ -17,6 +20,7 @@ def message(*lines: bytes) -> bytes:
 CLEAN = message(b"Subject: t", b"", b"hello")
 INFECTED = message(b"Subject: t", b"", VIRUS)
 NO_SCAN = "451 4.3.0 Could not virus scan message"
+C_MAILFRONT = "/usr/sbin/mailfront"
 
 
 def over_tcp(clamd, **extra: str) -> dict[str, str]:  # noqa: F811
@@ -99,3 +103,26 @@ def test_clamd_names_when_clamav_names_are_unset(smtp, queue, clamd):  # noqa: F
     r = smtp(INFECTED, PLUGINS="clamav", CLAMAV_HOST=clamd.host, CLAMD_HOST="no-such-host.invalid",
              CLAMAV_PORT=str(clamd.port), CLAMD_PORT="1")
     assert r.reply_to(-1).startswith("554 ")
+
+
+@pytest.mark.parametrize(("how", "answer", "c_reply"), [
+    ("silent", b"", NO_SCAN),
+    ("midway", b"stream: Some.Virus FOU", "554 5.7.0 Virus scan failed: Some.Virus FOU"),
+    ("midway", b"stream: O", "554 5.7.0 Virus scan failed: O"),  # a clean message's answer, cut
+])
+def test_a_broken_scanner_answers_as_c_does_or_451(how, answer, c_reply, base_env, queue):
+    """The same fault through C's plugin-clamav.so and ours, within the timeout, nothing queued: C takes any cut
+    `stream: ` line for a virus and refuses for good (554); ours answers 451 (docs/differences.md)."""
+    broken = Broken(how, answer)
+    env = {**base_env, "CLAMAV_HOST": "127.0.0.1", "CLAMAV_PORT": str(broken.port), "CLAMAV_TIMEOUT": "1000"}
+    answers = []
+    try:
+        for program in (need(C_MAILFRONT), str(BIN / "mailfront")):
+            start = time.monotonic()
+            r = Result(subprocess.run([program, "smtp", "qmail", "accept", "clamav"], input=INFECTED, env=env,
+                                      capture_output=True, timeout=60))
+            answers.append((r.reply_to(-1), time.monotonic() - start < 30))  # 1 s, and room for a loaded machine
+    finally:
+        broken.close()
+    assert answers == [(c_reply, True), (NO_SCAN, True)]
+    assert queue.messages() == []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 
-from conftest import free_port
+import pytest
+
+from conftest import BIN, Result, free_port, need
 from scanner_daemons import GTUBE, Broken, spamd  # noqa: F401 - spamd is a fixture
 
 ENV = b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\n"
@@ -18,6 +21,7 @@ HAM = message(b"From: <a@b.example>", b"To: <y@example.org>", b"Date: Thu, 3 Dec
               b"Message-ID: <1@b.example>", b"Subject: hello", b"", b"Just a plain hello.")
 SPAM = message(b"Subject: t", b"", GTUBE)
 NO_SCAN = "451 4.3.0 Could not SpamAssassin scan message"
+C_MAILFRONT = "/usr/sbin/mailfront"
 
 
 def over_tcp(spamd, **extra: str) -> dict[str, str]:  # noqa: F811
@@ -116,3 +120,23 @@ def test_no_spamd_configured_or_found(smtp, queue):
     _refused_within(smtp, queue, 60)
     _refused_within(smtp, queue, 60, "451 4.3.0 Could not resolve SpamAssassin hostname",
                     SPAMD_HOST="no-such-host.invalid")
+
+
+@pytest.mark.parametrize("how", ["silent", "midway"])
+def test_a_broken_spamd_answers_as_c_does(how, base_env, queue):
+    """The same fault through C's plugin-spamassassin.so and ours: C's 451 within the timeout, nothing queued.
+    (Midway here is a cut status line: C would queue a message cut after a whole status line, see
+    test_a_spamd_that_closes_mid_message.)"""
+    broken = Broken(how, b"SPAMD/1.1 0 EX")
+    env = {**base_env, "SPAMD_HOST": "127.0.0.1", "SPAMD_PORT": str(broken.port), "SPAMD_TIMEOUT": "1000"}
+    answers = {}
+    try:
+        for program in (need(C_MAILFRONT), str(BIN / "mailfront")):
+            start = time.monotonic()
+            r = Result(subprocess.run([program, "smtp", "qmail", "accept", "spamassassin"], input=HAM, env=env,
+                                      capture_output=True, timeout=60))
+            answers[program] = (r.reply_to(-1), time.monotonic() - start < 30)  # 1 s, and room for a loaded machine
+    finally:
+        broken.close()
+    assert list(answers.values()) == [(NO_SCAN, True), (NO_SCAN, True)]
+    assert queue.messages() == []

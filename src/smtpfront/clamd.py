@@ -4,8 +4,9 @@ Request: `nINSTREAM\\n`, then chunks, each a 4-byte big-endian length and that
 many bytes, then a chunk of length 0.  Answer: one line, `stream: OK`,
 `stream: NAME FOUND`, or an error (`INSTREAM size limit exceeded. ERROR` when
 the message is over clamd's StreamMaxLength), ended by a newline or by
-clamd closing the connection.  As mailfront reads it: `OK` is clean, `FOUND`
-names a virus, anything else is a failure to scan.
+clamd closing the connection.  `OK` is clean, `NAME FOUND` names a virus,
+anything else is a failure to scan (mailfront takes any other `stream: `
+line for a virus, a cut answer too: docs/differences.md).
 """
 
 from __future__ import annotations
