@@ -40,7 +40,7 @@ class Session:
         self.user: str | None = None  # the authenticated login
         self.tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
         self.databytes = 0  # a message size limit set by MAILRULES (0: none)
-        self.backend = None  # the back end, for plugins that write into the message (see backend_data_block)
+        self.backend = None  # where plugins write into the message: the back end, or the pipeline's kept copy
         self.message = None  # the message being received, kept in a temporary file when a plugin reads it whole
 
     def getenv(self, name: str) -> str | None:
