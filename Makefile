@@ -46,6 +46,7 @@ bench: venv
 	$(BIN)/python bench/softlimit.py
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/rbl.py
+	$(BIN)/python bench/scanners.py
 
 clean:
 	rm -rf $(VENV) var build src/*.egg-info

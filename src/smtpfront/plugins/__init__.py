@@ -34,6 +34,12 @@ class Plugin:
     """
 
     commands: tuple[str, ...] = ()
+    # True: the plugin reads the whole message at message_end from `session.message`, a temporary file
+    # the pipeline fills with what the back end gets (clamav, spamassassin)
+    reads_message = False
+    # True: the back end gets the message only after every message_end, from `session.message`, which the
+    # plugin may have replaced (spamassassin: spamd's rewritten message)
+    rewrites_message = False
 
     def init(self, session) -> Reply | None:
         """Once, before the session starts; an error refuses the whole session."""
