@@ -44,6 +44,9 @@ bench: venv
 	$(BIN)/python bench/rules.py
 	$(BIN)/python bench/server.py
 	$(BIN)/python bench/softlimit.py
+	$(BIN)/python bench/store.py
+	$(BIN)/python bench/rbl.py
+	$(BIN)/python bench/scanners.py
 
 clean:
 	rm -rf $(VENV) var build src/*.egg-info

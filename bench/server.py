@@ -1,20 +1,25 @@
 """smtpfront-server against C mailfront under tcpserver, side by side in one run.
 
-    python bench/server.py [--rounds N] [--sessions N] [--idle N]
+    python bench/server.py [--rounds N] [--sessions N] [--idle N] [--only PART]
 
-Three ways to serve port 587, started together and measured in turn (A B C A B C ...):
+The ways to serve port 587, started together and measured in turn (A B C D E A B C D E ...):
 
-    C            tcpserver -c 40 -b 100 -l mx.example -R -H ... /usr/sbin/smtpfront-qmail
-    server       smtpfront-server, same options ... smtpfront-qmail (run in the forked child)
+    C            tcpserver -c 40 -b 100 -l mx.example -R -H ... /usr/sbin/smtpfront-qmail (Debian's shell wrapper)
+    C-direct     tcpserver, same options ... /usr/sbin/mailfront smtp qmail <the wrapper's plugin list>
+    server       smtpfront-server, same options ... smtpfront-qmail (run in the forked child; -n 1)
+    n100         smtpfront-server -n 100, same options ... smtpfront-qmail (workers of up to 100 sessions)
     per-conn     tcpserver, same options ... smtpfront-qmail (a new interpreter per connection)
 
 and reports, each as the median with min..max over the rounds:
 
-  - sessions/s with 40 parallel clients (EHLO, MAIL, RCPT, DATA, QUIT, pipelined);
+  - sessions/s with 40 parallel clients (EHLO, MAIL, RCPT, DATA, QUIT, pipelined), the server-side CPU
+    per session (the server, its children living and ended, and all they started), the p50 and p99 of a
+    session's time with 40 clients, and the ratios to both Cs round by round;
   - the latency of a full AUTH session, one client, each reply awaited (EHLO, AUTH PLAIN checked by a
     real cvm-pwfile, MAIL, RCPT, DATA, QUIT): p50 and p99;
   - private memory per idle session: USS (Private_Clean + Private_Dirty) and PSS from
     /proc/PID/smaps_rollup, with N sessions connected and greeted (default 500);
+  - a worker's private memory (USS) after 1 session and after 100 (`--only worker`);
   - the STARTTLS increment in smtpfront-server: EHLO/STARTTLS/EHLO/QUIT against EHLO/QUIT (the
     client's half of the handshake is in the figure too).
 
@@ -42,6 +47,10 @@ from run import PASSWORD, Setup, children, greeted, rollup, tcp_connect, tls_ses
 
 BIN = Path(sys.executable).parent
 C_PROGRAM = "/usr/sbin/smtpfront-qmail"
+C_MAILFRONT = "/usr/sbin/mailfront"
+C_PLUGINS = ["cvm-authenticate", "check-fqdn", "counters", "mailrules", "relayclient", "cvm-validate",
+             "qmail-validate", "add-received", "patterns"]  # the wrapper's list (mailfront 2.12)
+NAMES = ("C", "C-direct", "server", "n100", "per-conn")
 OPTIONS = ["-c", "40", "-b", "100", "-l", "mx.example", "-R", "-H"]
 STAND_IN_C = "#include <unistd.h>\nint main(void) { char b[65536];\n" \
              "  while (read(0, b, sizeof b) > 0) ; while (read(1, b, sizeof b) > 0) ; return 0; }\n"
@@ -81,15 +90,18 @@ class Service:
         self.proc.wait()
 
 
-def services(env: dict[str, str], extra: list[str] | None = None, which: tuple[str, ...] = ("C", "server", "per-conn"),
-             ) -> list[Service]:
+def services(env: dict[str, str], extra: list[str] | None = None, which: tuple[str, ...] = NAMES) -> list[Service]:
     options = [*OPTIONS, *(extra or [])]
+    ours = ["127.0.0.1", "0", str(BIN / "smtpfront-qmail")]
     argv = {
         "C": ["tcpserver", "-1", *options, "127.0.0.1", "0", C_PROGRAM],
-        "server": [str(BIN / "smtpfront-server"), "-1", *options, "127.0.0.1", "0", str(BIN / "smtpfront-qmail")],
-        "per-conn": ["tcpserver", "-1", *options, "127.0.0.1", "0", str(BIN / "smtpfront-qmail")],
+        "C-direct": ["tcpserver", "-1", *options, "127.0.0.1", "0", C_MAILFRONT, "smtp", "qmail", *C_PLUGINS],
+        "server": [str(BIN / "smtpfront-server"), "-1", *options, *ours],
+        "n100": [str(BIN / "smtpfront-server"), "-1", *options, "-n", "100", *ours],
+        "per-conn": ["tcpserver", "-1", *options, *ours],
     }
-    return [Service(name, argv[name], env) for name in which if name != "C" or os.path.exists(C_PROGRAM)]
+    return [Service(name, argv[name], env) for name in which
+            if not name.startswith("C") or os.path.exists(C_PROGRAM)]
 
 
 def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
@@ -100,19 +112,23 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 0) -> str:
 # -- throughput ---------------------------------------------------------------------
 
 
-def sessions_per_second(port: int, sessions: int, clients: int = 40) -> tuple[float, int]:
+def sessions_per_second(port: int, sessions: int, clients: int = 40) -> tuple[float, int, list[float]]:
     """`sessions` pipelined sessions, `clients` at a time, from one event loop (cheaper than threads:
-    the clients share the two processors with the servers); the rate and the number that failed."""
+    the clients share the two processors with the servers); the rate, the number that failed, and each
+    session's time from connect to close."""
     import selectors
 
     sel = selectors.DefaultSelector()
     started = failures = done = 0
     replies: dict[socket.socket, bytearray] = {}
+    began: dict[socket.socket, float] = {}
+    times: list[float] = []
 
     def connect() -> None:
         nonlocal started
         conn = socket.socket()
         conn.setblocking(False)
+        began[conn] = time.perf_counter()
         conn.connect_ex(("127.0.0.1", port))
         replies[conn] = bytearray()
         sel.register(conn, selectors.EVENT_WRITE)
@@ -136,6 +152,7 @@ def sessions_per_second(port: int, sessions: int, clients: int = 40) -> tuple[fl
                 replies[conn] += chunk
                 continue
             reply = replies.pop(conn)
+            times.append(time.perf_counter() - began.pop(conn))
             sel.unregister(conn)
             conn.close()
             done += 1
@@ -144,40 +161,57 @@ def sessions_per_second(port: int, sessions: int, clients: int = 40) -> tuple[fl
             if started < sessions:
                 connect()
     sel.close()
-    return sessions / (time.perf_counter() - begin), failures
+    return sessions / (time.perf_counter() - begin), failures, times
 
 
 def cpu_seconds(pid: int) -> float:
-    """The server's processor time and that of every child it has reaped (and theirs): utime+stime+cutime+cstime."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """The server's processor time, its living children's, and that of every process they reaped:
+    utime+stime+cutime+cstime of each (a worker of -n 100 lives across rounds)."""
+    total = 0
+    for process in (pid, *children(pid)):
+        try:
+            with open(f"/proc/{process}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended since: its time is in the server's cutime now... or soon (then a tick is lost)
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def ratios(mine: list[float], theirs: list[float]) -> str:
+    return spread([m / t for m, t in zip(mine, theirs, strict=True)], 1, 2)
 
 
 def throughput(servers: list[Service], rounds: int, sessions: int) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {s.name: [] for s in servers}
     cpu: dict[str, list[float]] = {s.name: [] for s in servers}
+    times: dict[str, list[float]] = {s.name: [] for s in servers}
     failed = {s.name: 0 for s in servers}
-    for s in servers:  # warm-up: page cache, first imports
-        sessions_per_second(s.port, 40)
+    for s in servers:  # warm-up: page cache, first imports, the workers started
+        sessions_per_second(s.port, 200)
     for _ in range(rounds):
         for s in servers:
             before = cpu_seconds(s.proc.pid)
-            rate, failures = sessions_per_second(s.port, sessions)
+            rate, failures, session_times = sessions_per_second(s.port, sessions)
             time.sleep(0.2)  # the last children reaped
             cpu[s.name].append((cpu_seconds(s.proc.pid) - before) / sessions)
             rates[s.name].append(rate)
+            times[s.name] += session_times
             failed[s.name] += failures
     print(f"sessions/s, 40 clients, {sessions} sessions a round, {rounds} rounds: median (min..max); "
-          "server-side CPU per session (ms, the server and all it started); against C round by round")
+          "server-side CPU per session (ms, the server and all it started); a session's time with 40 clients "
+          "(p50, p99 ms)")
     for name, values in rates.items():
-        against = ""
-        if "C" in rates and name != "C":
-            ratios = [mine / theirs for mine, theirs in zip(values, rates["C"], strict=True)]
-            cpu_ratios = [mine / theirs for mine, theirs in zip(cpu[name], cpu["C"], strict=True)]
-            against = f"   x C: rate {spread(ratios, 1, 2)}, CPU {spread(cpu_ratios, 1, 2)}"
-        print(f"  {name:9} {spread(values):>18}   CPU {spread(cpu[name], 1000, 2)}{against}"
+        p99 = statistics.quantiles(times[name], n=100)[98]
+        print(f"  {name:9} {spread(values):>18}   CPU {spread(cpu[name], 1000, 2)}   "
+              f"p50 {statistics.median(times[name]) * 1000:.1f} p99 {p99 * 1000:.1f}"
               + (f"   {failed[name]} failed" if failed[name] else ""))
+    for base in ("C", "C-direct"):
+        if base in rates:
+            print(f"  against {base}, round by round: rate, CPU per session")
+            for name in rates:
+                if name != base:
+                    print(f"    {name:9} x{ratios(rates[name], rates[base])}   CPU x{ratios(cpu[name], cpu[base])}")
     return rates
 
 
@@ -218,8 +252,10 @@ def latency(servers: list[Service], runs: int) -> dict[str, list[float]]:
     print(f"full AUTH session, one client, {runs} sessions each, interleaved: p50, p99, min..max (ms)")
     for name, values in times.items():
         p99 = statistics.quantiles(values, n=100)[98]
+        against = "".join(f"  p50 x{statistics.median(values) / statistics.median(times[base]):.2f} {base}"
+                          for base in ("C", "C-direct") if base in times and base != name)
         print(f"  {name:9} p50 {statistics.median(values) * 1000:6.2f}  p99 {p99 * 1000:6.2f}  "
-              f"({min(values) * 1000:.2f}..{max(values) * 1000:.2f})")
+              f"({min(values) * 1000:.2f}..{max(values) * 1000:.2f}){against}")
     return times
 
 
@@ -229,7 +265,7 @@ def latency(servers: list[Service], runs: int) -> dict[str, list[float]]:
 def idle_memory(env: dict[str, str], count: int) -> None:
     print(f"memory of {count} idle sessions (connected, greeted, waiting), per session: median (min..max) kB")
     extra = ["-c", str(count + 10), "-b", str(count + 10)]
-    for s in services(env, extra, which=("C", "server")):
+    for s in services(env, extra, which=("C", "C-direct", "server", "n100")):
         conns = []
         try:
             conns = greeted(s.port, count)
@@ -247,13 +283,37 @@ def idle_memory(env: dict[str, str], count: int) -> None:
               f"(the server itself: USS {server['uss']}, RSS {server['rss']})")
 
 
+def worker_memory(env: dict[str, str]) -> None:
+    """One worker (-c 1 -n 100): its USS while it holds its 2nd session, and its 100th (full AUTH sessions before)."""
+    [s] = services(env, ["-c", "1"], which=("n100",))
+    plain = base64.b64encode(f"\0demo\0{PASSWORD}".encode())
+
+    def holding_a_session() -> int:
+        [conn] = greeted(s.port, 1)
+        [worker] = children(s.proc.pid)
+        uss = rollup(worker)["uss"]
+        conn.close()
+        return uss
+
+    try:
+        auth_session(s.port, plain)
+        second = holding_a_session()
+        for _ in range(97):
+            auth_session(s.port, plain)
+        hundredth = holding_a_session()
+    finally:
+        s.stop()
+    print(f"a worker's USS holding a greeted session: its 2nd {second} kB, its 100th {hundredth} kB "
+          f"({hundredth - second:+d} kB)")
+
+
 # -- STARTTLS ---------------------------------------------------------------------------
 
 
 def starttls(env: dict[str, str], tls_env: dict[str, str], runs: int) -> None:
     client = ssl.create_default_context(cafile=tls_env["TLS_CERTFILE"])
     print(f"STARTTLS increment, {runs} runs each, interleaved: EHLO/QUIT vs EHLO/STARTTLS/EHLO/QUIT, median (ms)")
-    for s in services({**env, **tls_env}, which=("server", "per-conn")):
+    for s in services({**env, **tls_env}, which=("server", "n100", "per-conn")):
         plain, tls = [], []
         connect = tcp_connect(s.port)
         tls_session(connect, client)
@@ -273,10 +333,10 @@ def main() -> None:
     p.add_argument("--latency-runs", type=int, default=200)
     p.add_argument("--idle", type=int, default=500)
     p.add_argument("--tls-runs", type=int, default=100)
-    p.add_argument("--only", choices=("throughput", "latency", "memory", "starttls"), action="append",
+    p.add_argument("--only", choices=("throughput", "latency", "memory", "worker", "starttls"), action="append",
                    help="run only this part (may be repeated)")
     a = p.parse_args()
-    parts = set(a.only or ("throughput", "latency", "memory", "starttls"))
+    parts = set(a.only or ("throughput", "latency", "memory", "worker", "starttls"))
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         setup = Setup(tmp)  # a cvm-pwfile and a qmail home, as bench/run.py's scenarios have them
@@ -296,6 +356,8 @@ def main() -> None:
                         s.stop()
             if "memory" in parts:
                 idle_memory(env, a.idle)
+            if "worker" in parts:
+                worker_memory(env)
             if "starttls" in parts:
                 starttls(env, certificate(tmp), a.tls_runs)
         finally:

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def leaked(text: str) -> list[str]:
 # These bind ports 53 and 113 (the fake DNS server and identd that tcpserver and smtpfront-server ask), which
 # only root may.  Run by a user, they are left out here and run whole by tests/test_privileged.py in a user
 # and network namespace of the user's own, where the user is root.
-PRIVILEGED_MODULES = ("test_forkserver.py", "test_ident.py", "test_dnsname.py")
+PRIVILEGED_MODULES = ("test_forkserver.py", "test_ident.py", "test_dnsname.py", "test_rbl.py")
 
 
 def real_root() -> bool:
@@ -317,3 +318,97 @@ def certificate(tmp_path_factory) -> dict[str, str]:
         check=True, capture_output=True,
     )
     return {"TLS_CERTFILE": str(cert), "TLS_KEYFILE": str(key)}
+
+
+class RedisServer:
+    """A real redis-server on a Unix socket and a free loopback port, in its own directory, saving nothing."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.socket = str(directory / "redis.sock")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [need("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket", self.socket,
+             "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir", str(directory),
+             "--databases", "1000", "--logfile", str(directory / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(1000):  # event-based: ready when it answers PING on the socket
+            if self.call("PING") == b"+PONG\r\n":
+                return
+            time.sleep(0.01)
+        raise RuntimeError(f"redis-server did not start: {(directory / 'redis.log').read_text()}")
+
+    def call(self, *args: str, db: int = 0) -> bytes:
+        """One command (after a SELECT) on a fresh connection: the raw reply, b"" when the server is not up."""
+        import socket
+
+        def encode(words) -> bytes:
+            return f"*{len(words)}\r\n".encode() + b"".join(f"${len(w)}\r\n{w}\r\n".encode() for w in words)
+
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(10)
+                s.connect(self.socket)
+                s.sendall(encode(["SELECT", str(db)]) + encode(list(args)))
+                data = b""
+                while data.count(b"\r\n") < 2 or not data.endswith(b"\r\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.partition(b"\r\n")[2]
+        except OSError:
+            return b""
+
+    def url(self, db: int, unix: bool = True) -> str:
+        return f"unix:{self.socket}?db={db}" if unix else f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """One redis-server for the run; each test takes a database of its own (`redis_db`)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+_databases = iter(range(1, 1000))
+
+
+@pytest.fixture
+def redis_db(redis_server) -> int:
+    """A database of the session's Redis that no other test uses (flushed, in case of a rerun)."""
+    db = next(_databases)
+    redis_server.call("FLUSHDB", db=db)
+    return db
+
+
+class Silent:
+    """A stand-in for Redis that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list = []
+        self.accepted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        for conn in self.held:
+            conn.close()

@@ -644,6 +644,43 @@ def test_a_program_that_cannot_be_loaded_is_run_per_connection(start, base_env, 
     assert server.proc.poll() is None
 
 
+def test_workers_look_up_apply_rules_and_log_as_children_do(start, base_env, queue, tmp_path):
+    """tcpserver against smtpfront-server -n 1000 -c 1 (one process for every session): -h, -p and -r look-ups,
+    tcp.cdb keys by address and by name, a deny, what qmail-queue inherits, and the -v lines."""
+    cdb = compile_rules(tmp_path, RULES)
+    message = (b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"
+               b"QUIT\r\n")
+    environments, logs = [], []
+    for name, binary, extra in (("theirs", need("tcpserver"), []), ("ours", SERVER, ["-n", "1000"])):
+        dumps = tmp_path / name
+        dumps.mkdir()
+        script = dumps / "qmail-queue-env"
+        script.write_text(f"#!/bin/sh\nenv | sort > {dumps}/env.$(ls {dumps} | grep -c '^env')\n"
+                          f"exec {base_env['QMAILQUEUE']}\n")
+        script.chmod(0o755)
+        env = {**base_env, "QMAILQUEUE": str(script), "DNSCACHEIP": DNS_IP, **STALE}
+        server = start(binary, "-v", "-p", "-c", "1", "-x", cdb, *extra, str(BIN / "smtpfront-qmail"), env=env)
+        for done, source in enumerate((CLIENT_IP, LIAR_IP, ODD_IP, "127.0.0.1", CLIENT_IP), 1):
+            server.talk(b"" if source == ODD_IP else message, source=source)  # ODD_IP is denied
+            server.wait_ends(done)
+        environments.append([masked_env((dumps / f"env.{n}").read_bytes().replace(str(dumps).encode(), b"D"))
+                             for n in range(4)])
+        masked = (re.sub(r"qp \d+", "qp Q", line) for line in masked_log(server))  # qmail-queue's pid, in the
+        logs.append([re.sub(r"^mailfront\[\d+\]", "mailfront[P]", re.sub(r"bytes out: \d+", "bytes out: N", line))
+                     for line in masked])  # reply too: as many bytes out as its digits
+        if name == "ours":
+            assert len(set(re.findall(r"tcpserver: (?:ok|deny) (\d+) ", server.log))) == 1
+    assert environments[1] == environments[0]
+    client, liar, local, client_again = environments[1]
+    assert {"TCPREMOTEHOST=client.example.com", "TCPREMOTEINFO=joeBloggs:xy", "RELAYCLIENT="} <= set(client)
+    assert "BY=host name" not in liar and "BY=prefix" in liar  # -p: the liar's name is dropped
+    assert not any(line.startswith(("RELAYCLIENT=", "TCPREMOTEINFO=", "TCPREMOTEHOST=c")) for line in local)
+    assert client_again == client
+    status = [[line for line in log if line.startswith("tcpserver: status: ")] for log in logs]
+    assert status[1] == status[0]  # the same counts; a worker's lines may come before the server's
+    assert [line for line in logs[1] if line not in status[1]] == [line for line in logs[0] if line not in status[0]]
+
+
 # -- the server's own resources running out (issue 19, item 11) ----------------------------------------
 
 def test_fork_failing_drops_the_connection_and_the_server_goes_on(start):

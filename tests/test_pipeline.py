@@ -251,3 +251,72 @@ def test_only_the_hooks_a_plugin_defines_are_called():
 
     p = pipeline(SenderOnly())
     assert p._hooks["recipient"] == [] and len(p._hooks["sender"]) == 1
+
+
+class Reader(Recorder):
+    """Reads the kept message at message_end (as clamav does); with `rewrite`, replaces it (as spamassassin)."""
+
+    reads_message = True
+
+    def __init__(self, name: str, calls: list, rewrite: bytes | None = None, **answers) -> None:
+        super().__init__(name, calls, **answers)
+        self.rewrite = rewrite
+        self.rewrites_message = rewrite is not None
+
+    def data_start(self, session):
+        session.backend_data_block(b"Received: here\n")  # as add-received writes past the plugins
+        return self._answer("data_start")
+
+    def message_end(self, session):
+        session.message.seek(0)
+        self.calls.append((self.name, "read", session.message.read()))
+        if self.rewrite is not None:
+            import tempfile
+
+            session.message = tempfile.TemporaryFile()
+            session.message.write(self.rewrite)
+        return self._answer("message_end")
+
+
+def test_a_plugin_that_reads_the_message_leaves_the_back_end_one_pass():
+    calls: list = []
+    p = pipeline(Reader("clamav", calls), calls=calls)
+    p.data_start()
+    p.data_block(b"one\n")
+    # the back end got each block as it came, before the message ended
+    assert [c[2] for c in calls if c[:2] == ("backend", "data_block")] == [b"Received: here\n", b"one\n"]
+    assert p.message_end() is None
+    assert ("clamav", "read", b"Received: here\none\n") in calls
+    assert hooks(calls, "message_end") == ["clamav", "backend"]
+
+
+def test_a_plugin_that_rewrites_the_message_hands_the_back_end_its_version():
+    calls: list = []
+    p = pipeline(Reader("spamassassin", calls, rewrite=b"X-Spam-Status: No\none\n"), calls=calls)
+    p.data_start()
+    p.data_block(b"one\n")
+    assert hooks(calls, "data_block") == ["spamassassin"]  # the back end got nothing yet
+    assert p.message_end() is None
+    assert ("spamassassin", "read", b"Received: here\none\n") in calls
+    assert [c[2] for c in calls if c[:2] == ("backend", "data_block")] == [b"X-Spam-Status: No\none\n"]
+    assert p.session.message is not None
+    p.reset()
+    assert p.session.message is None  # the temporary file is closed (and gone: it never had a name)
+
+
+def test_a_refused_rewritten_message_never_reaches_the_back_end():
+    calls: list = []
+    p = pipeline(Reader("spamassassin", calls, rewrite=b"spam\n", message_end=Reply(554, "spam")), calls=calls)
+    p.data_start()
+    p.data_block(b"one\n")
+    assert p.message_end() == Reply(554, "spam")
+    assert hooks(calls, "data_block") == ["spamassassin"] and "backend" in hooks(calls, "reset")
+
+
+def test_no_temporary_file_for_the_message_refuses_it(tmp_path):
+    calls: list = []
+    session = Session(Settings.from_environ({"TMPDIR": str(tmp_path / "missing")}), Log())
+    p = Pipeline(session, [Reader("clamav", calls)], Recorder("backend", calls))
+    assert p.data_start() == Reply(451, "4.3.0 Could not keep the message in a temporary file")
+    assert "backend" in hooks(calls, "reset")
+    assert any("cannot create a temporary file" in line for line in p.session.log.lines)

@@ -34,11 +34,18 @@ class CDB:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.fd = -1  # for __del__, should the open fail
         self.fd = posix.open(path, posix.O_RDONLY | posix.O_CLOEXEC)
         self._tables = None  # the header's 512 words, read on the first lookup
 
     def close(self) -> None:
-        posix.close(self.fd)
+        if self.fd >= 0:
+            posix.close(self.fd)
+            self.fd = -1
+
+    def __del__(self) -> None:
+        """Closed with the last reference: a worker of smtpfront-server -n serves its next session in this process."""
+        self.close()
 
     def _read(self, pos: int, size: int) -> bytes:
         data = posix.pread(self.fd, size, pos)

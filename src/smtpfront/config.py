@@ -97,6 +97,7 @@ class Settings:
         "auth_max_failures",
         "auth_fail_delay",
         "auth_throttle_dir",
+        "auth_throttle_store",
         "sender_login_map",
         "fixup_received_host",
         "fixup_received_ip",
@@ -107,6 +108,7 @@ class Settings:
         "tls_min_version",
         "smtps",
         "proxy_protocol",
+        "rbl_timeout",
     )
 
     def __init__(self, **values: object) -> None:
@@ -202,6 +204,7 @@ class Settings:
             auth_max_failures=_auth_max_failures(env),
             auth_fail_delay=_seconds(env, "AUTH_FAIL_DELAY", 0.0),
             auth_throttle_dir=env.get("AUTH_THROTTLE_DIR") or None,
+            auth_throttle_store=env.get("AUTH_THROTTLE_STORE") or None,
             sender_login_map=env.get("SENDER_LOGIN_MAP") or None,
             fixup_received_host=env.get("FIXUP_RECEIVED_HOST", "").strip(),
             fixup_received_ip=env.get("FIXUP_RECEIVED_IP", "").strip(),
@@ -212,4 +215,5 @@ class Settings:
             tls_min_version=tls_min_version,
             smtps="SMTPS" in env or "TLS_IMMEDIATE" in env,  # TLS_IMMEDIATE: mailfront 2.2x's name
             proxy_protocol="PROXY_PROTOCOL" in env,
+            rbl_timeout=_seconds(env, "RBL_TIMEOUT", 60.0),
         )

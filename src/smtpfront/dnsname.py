@@ -15,8 +15,10 @@ per connection, as tcpserver does.
 from __future__ import annotations
 
 import posix
-import socket
-from collections.abc import Iterator
+
+TYPE_CHECKING = False  # no typing import at run time: the rbl plugin imports this module per connection
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TIMEOUTS = (1, 3, 11, 45)
 TCP_TIMEOUT = 10
@@ -178,6 +180,7 @@ def _udp(server: str, q: bytes, timeout: float, patient: bool) -> bytes:
     """
     import errno
     import select
+    import socket  # here, not at the top (see TYPE_CHECKING)
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -209,6 +212,7 @@ def _udp(server: str, q: bytes, timeout: float, patient: bool) -> bytes:
 
 def _tcp(server: str, q: bytes) -> bytes:
     import errno
+    import socket
 
     try:
         with socket.create_connection((server, 53), timeout=TCP_TIMEOUT) as s:

@@ -31,7 +31,7 @@ from .programs import FRONT_ENDS
 PREFIX = b"tcpserver: "
 DROP = b"tcpserver: warning: dropping connection, "
 FATAL = b"tcpserver: fatal: "
-OPTIONS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO"  # tcpserver's getopt string
+OPTIONS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoOn:"  # tcpserver's getopt string, and -n
 USAGE = ("usage: smtpfront-server [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] "
          "[ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program")
 
@@ -74,6 +74,7 @@ class Options:
         self.kill_ip_options = True  # -O / -o
         self.delay = True  # -d / -D
         self.print_port = False  # -1
+        self.sessions = 1  # -n: sessions a process serves (see workers)
         self.host = ""
         self.port = ""
         self.program: list[str] = []
@@ -122,7 +123,8 @@ FLAGS = {"d": ("delay", True), "D": ("delay", False), "v": ("verbosity", 2), "q"
          "o": ("kill_ip_options", False), "O": ("kill_ip_options", True), "1": ("print_port", True),
          "X": ("allow_no_rules", True)}
 # flag -> (option, smallest value) for the numbers
-NUMBERS = {"c": ("limit", 1), "b": ("backlog", 0), "t": ("timeout", 0), "u": ("uid", 0), "g": ("gid", 0)}
+NUMBERS = {"c": ("limit", 1), "b": ("backlog", 0), "t": ("timeout", 0), "u": ("uid", 0), "g": ("gid", 0),
+           "n": ("sessions", 1)}
 
 
 def _apply(o: Options, flag: str, value: str, environ: dict[bytes, bytes]) -> None:
@@ -511,6 +513,11 @@ class Server:
         fork becomes a private copy in each child that still shares the old one.
         """
         assert self.sock is not None
+        if self.options.sessions > 1 and self.in_process is not None:  # an executed program is one a process
+            from .workers import Pool
+
+            Pool(self, self.options.sessions).loop()
+            return
         listening, wake, limit = self.sock.fileno(), self.wake_r, self.options.limit
         accept = self.sock._accept  # (fd, address): no socket object in the server
         both, alone = [wake, listening], [wake]

@@ -64,4 +64,5 @@ def internal_error(log, e: BaseException) -> None:
     import traceback
 
     where = traceback.extract_tb(e.__traceback__)[-1]
+    log.faulted = True  # a worker of smtpfront-server -n serves no more sessions after this one
     log.note(f"internal error: {type(e).__name__}: {e} at {where.filename}:{where.lineno}")

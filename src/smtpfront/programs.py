@@ -48,19 +48,19 @@ def command_line(name: str, args: list[str]) -> tuple[str, str, list[str]] | Non
     return args[0], args[1], args[2:]
 
 
-def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> int:
+def run(argv: list[str], environ: dict[str, str], name: str | None = None, log=None) -> int:
     """One session, start to end, on fds 0 and 1 (log on fd 2); returns the exit code.
 
     `name` is the program to be (default: argv[0]'s base name); a name that is
     not a front end's is `mailfront`, which takes the protocol and back end
-    from the arguments.
+    from the arguments.  `log` is the session's Log (default: a new one).
     """
     from . import registry
     from .log import Log, internal_error
     from .smtp import Reply
     from .transport import Transport
 
-    log = Log()
+    log = Log() if log is None else log
     parsed = command_line(name or argv[0].rpartition("/")[2], argv[1:])
     if parsed is None:
         log(f"Fatal: {MISSING_NAMES}")
@@ -99,6 +99,8 @@ def run(argv: list[str], environ: dict[str, str], name: str | None = None) -> in
             finally:
                 protocol.refuse(transport, protocol.INTERNAL_ERROR)
             return 1
+        finally:
+            started.end()
     finally:
         log(f"bytes in: {transport.bytes_in} bytes out: {transport.bytes_out}")
 
@@ -133,6 +135,8 @@ def preload(argv: list[str], environ: dict[str, str]) -> None:
         from . import cvm, sasl  # noqa: F401
     if settings.auth_throttle_dir:
         from . import throttle  # noqa: F401
+    if settings.auth_throttle_store:
+        from . import redis, store  # noqa: F401
     if settings.proxy_protocol:
         from . import proxy  # noqa: F401
     if settings.tls_certfile:
@@ -173,7 +177,10 @@ def _start(protocol, backend_name: str, lists: list[str], environ, transport, lo
 
     pipeline = Pipeline(Session(settings, log, protocol.NAME), plugins, backend)
     reply = pipeline.init()
-    return reply if failed(reply) else pipeline
+    if failed(reply):
+        pipeline.end()  # what the plugins before the refusing one took
+        return reply
+    return pipeline
 
 
 def leave(code: int) -> None:

@@ -27,24 +27,27 @@ PLUGINS = {
     "accept-sender": ("smtpfront.plugins.builtins", "AcceptSender"),
     "add-received": ("smtpfront.plugins.add_received", "AddReceived"),
     "check-fqdn": ("smtpfront.plugins.check_fqdn", "CheckFqdn"),
+    "clamav": ("smtpfront.plugins.clamav", "ClamAV"),
     "counters": ("smtpfront.plugins.counters", "Counters"),
     "cvm-authenticate": ("smtpfront.plugins.cvm_authenticate", "CvmAuthenticate"),
     "cvm-validate": ("smtpfront.plugins.cvm_validate", "CvmValidate"),
     "force-file": ("smtpfront.plugins.builtins", "ForceFile"),
+    "limits": ("smtpfront.plugins.limits", "Limits"),
     "mailrules": ("smtpfront.plugins.mailrules", "MailRules"),
     "patterns": ("smtpfront.plugins.patterns", "Patterns"),
     "qmail-validate": ("smtpfront.plugins.qmail_validate", "QmailValidate"),
+    "rbl": ("smtpfront.plugins.rbl", "Rbl"),
     "reject": ("smtpfront.plugins.builtins", "Reject"),
     "relayclient": ("smtpfront.plugins.builtins", "RelayClient"),
     "require-auth": ("smtpfront.plugins.builtins", "RequireAuth"),
+    "spamassassin": ("smtpfront.plugins.spamassassin", "SpamAssassin"),
 }
 # mailfront's plugins that smtpfront does not have (docs/differences.md says why)
 UNSUPPORTED = {
-    "clamav": "not supported by smtpfront",
-    "lua": "not supported by smtpfront",
-    "rbl": "not supported by smtpfront",
-    "spamassassin": "not supported by smtpfront",
-    "starttls-ucspi": "not needed by smtpfront: set $TLS_CERTFILE for STARTTLS",
+    "lua": ("not supported by smtpfront: move its policy to $MAILRULES or $PATTERNS, or into a Python plugin"
+            " (docs/differences.md)"),
+    "starttls-ucspi": ("not needed by smtpfront: drop it from the list and set $TLS_CERTFILE (and $TLS_KEYFILE)"
+                       " for STARTTLS"),
 }
 
 

@@ -88,6 +88,10 @@ class Authenticator:
             from .throttle import Throttle
 
             self.throttle = Throttle(settings.auth_throttle_dir)
+        if settings.auth_throttle_store:  # the directory, if any, is where it falls back to
+            from .store import SharedThrottle
+
+            self.throttle = SharedThrottle(settings.auth_throttle_store, self.throttle, log)
         self._next = None  # what the next client line answers
 
     def offered(self, session) -> bool:

@@ -40,7 +40,8 @@ class Session:
         self.user: str | None = None  # the authenticated login
         self.tls: str | None = None  # e.g. "TLSv1.3 TLS_AES_256_GCM_SHA384"
         self.databytes = 0  # a message size limit set by MAILRULES (0: none)
-        self.backend = None  # the back end, for plugins that write into the message (see backend_data_block)
+        self.backend = None  # where plugins write into the message: the back end, or the pipeline's kept copy
+        self.message = None  # the message being received, kept in a temporary file when a plugin reads it whole
 
     def getenv(self, name: str) -> str | None:
         """A variable as the session sees it: set by a rule, else from the environment."""
@@ -56,6 +57,22 @@ class Session:
     def backend_data_block(self, block: bytes) -> None:
         """Write into the message directly, past the plugins' checks (mailfront's backend_data_block)."""
         self.backend.data_block(self, block)
+
+    def temporary_file(self):
+        """A new nameless file under $TMPDIR (default /tmp), open for reading and writing; raises OSError, also when
+        $TMPDIR is unusable (tempfile would quietly pick another directory, and costs 10 ms to import)."""
+        import posix
+
+        directory = self.settings.environ.get("TMPDIR") or "/tmp"
+        try:
+            fd = posix.open(directory, posix.O_TMPFILE | posix.O_RDWR | posix.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno not in (21, 95):  # EISDIR, EOPNOTSUPP: no O_TMPFILE in this kernel or file system
+                raise
+            path = f"{directory}/smtpfront.{posix.getpid()}.{posix.urandom(6).hex()}"
+            fd = posix.open(path, posix.O_CREAT | posix.O_EXCL | posix.O_RDWR | posix.O_CLOEXEC, 0o600)
+            posix.unlink(path)
+        return open(fd, "w+b")
 
     @property
     def relayclient(self) -> str | None:

@@ -25,7 +25,6 @@ wipe the record of his guesses.  Entries expire with the window.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import posix
 import time
 
@@ -58,6 +57,13 @@ def login_key(login: str) -> str:
     return (login.rpartition("@")[0] if "@" in login else login).casefold()
 
 
+def record_keys(remote_ip: str, login: str) -> list[tuple[str, str]]:
+    """The (kind, key) pairs an attempt counts against, whichever store keeps them."""
+    login = login_key(login)
+    net = network_key(remote_ip)
+    return [("pair", f"pair:{net} {login}"), ("net", net), ("login", "user:" + login)]
+
+
 def wait(failures: int, slow: int, refuse: int | None, longest: float) -> float | None:
     """Seconds an attempt waits after `failures` recent failures; None when it is refused."""
     if refuse is not None and failures >= refuse:
@@ -84,7 +90,9 @@ class Throttle:
         self.clock = clock
 
     def _path(self, key: str) -> str:
-        return f"{self.directory}/{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+        import _sha256  # not hashlib, whose import (OpenSSL's) costs a session milliseconds
+
+        return f"{self.directory}/{_sha256.sha256(key.encode()).hexdigest()[:32]}"
 
     def _read(self, fd: int, now: float) -> list[str]:
         """The stamps of the locked file `fd` still within the window."""
@@ -116,10 +124,7 @@ class Throttle:
 
         Raises OSError when the store can't be used.
         """
-        login = login_key(login)
-        net = network_key(remote_ip)
-        keys = sorted((self._path(key), kind) for kind, key in
-                      (("pair", f"pair:{net} {login}"), ("net", net), ("login", "user:" + login)))
+        keys = sorted((self._path(key), kind) for kind, key in record_keys(remote_ip, login))
         paths = [path for path, _ in keys]
         fds = self._locked(paths)
         try:

@@ -34,6 +34,12 @@ class Plugin:
     """
 
     commands: tuple[str, ...] = ()
+    # True: the plugin reads the whole message at message_end from `session.message`, a temporary file
+    # the pipeline fills with what the back end gets (clamav, spamassassin)
+    reads_message = False
+    # True: the back end gets the message only after every message_end, from `session.message`, which the
+    # plugin may have replaced (spamassassin: spamd's rewritten message)
+    rewrites_message = False
 
     def init(self, session) -> Reply | None:
         """Once, before the session starts; an error refuses the whole session."""
@@ -62,8 +68,12 @@ class Plugin:
     def message_end(self, session) -> Reply | None:
         return None
 
+    def end(self, session) -> None:
+        """The session is over, however it ended (not a mailfront hook: a plugin that holds something outside
+        the process, as limits' place among the concurrent sessions, lets go of it); must not raise."""
 
-HOOKS = ("init", "helo", "reset", "sender", "recipient", "data_start", "data_block", "message_end")
+
+HOOKS = ("init", "helo", "reset", "sender", "recipient", "data_start", "data_block", "message_end", "end")
 
 
 def hooks(plugins: list[Plugin], name: str) -> list:
