@@ -1,5 +1,11 @@
 """smtpfront-server side by side with the real tcpserver: options, environment, logs, rules, signals, limits.
 
+smtpfront-server is ucspi-tcp-ipv6's tcpserver.  With that package installed,
+the two are compared as they are; with ucspi-tcp (IPv4 only) installed, what
+the IPv6 variant adds for an IPv4 client -- the TCP6* twins of the variables,
+`::ffff:` addresses and `:` kept in the `ok`/`deny` lines, its usage line -- is
+checked on its own and set aside before comparing (see `as_ipv4_tcpserver`).
+
 Both servers run with `-1 ... 127.0.0.1 0` and report the port they were given.
 A fake DNS server (on 127.0.0.78:53, named by $DNSCACHEIP for both) and a fake
 identd (on 127.0.0.77:113, reached by clients that connect from 127.0.0.77)
@@ -8,6 +14,7 @@ stand in for the network, so that -h, -p and -r are compared too.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -24,6 +31,17 @@ from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, network  
 from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
 
 SERVER = str(BIN / "smtpfront-server")
+# ucspi-tcp-ipv6's usage line, as its tcpserver (Debian 1:0.88-7) writes it
+IPV6_USAGE = ("tcpserver: usage: tcpserver [ -461UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] "
+              "[ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] [ -I interface ] host port "
+              "program\n")
+
+
+@functools.cache
+def ipv6_tcpserver() -> bool:
+    """The installed tcpserver is ucspi-tcp-ipv6's (else ucspi-tcp's IPv4 one): its usage line says."""
+    usage = subprocess.run([need("tcpserver")], capture_output=True, text=True, timeout=10).stderr
+    return "[ -I interface ]" in usage
 pytestmark = pytest.mark.usefixtures("network")  # every test may look names up
 
 
@@ -31,10 +49,11 @@ class Ucspi:
     """A running tcpserver or smtpfront-server on 127.0.0.1, on the port it chose (-1)."""
 
     def __init__(self, binary: str, options: list[str], program: list[str], env: dict[str, str],
-                 log_path: Path) -> None:
+                 log_path: Path, host: str = "127.0.0.1") -> None:
         self.log_path = log_path
+        self.host = "::1" if host in ("0", "::") else host
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([binary, "-1", *options, "127.0.0.1", "0", *program], env=env,
+            self.proc = subprocess.Popen([binary, "-1", *options, host, "0", *program], env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
         line = self.proc.stdout.readline()
         assert line.strip().isdigit(), (line, self.log)
@@ -64,10 +83,11 @@ class Ucspi:
 
     def talk(self, data: bytes = b"", source: str = "127.0.0.1", timeout: float = 30) -> bytes:
         """Connect (from `source`), send `data`, and read until the server closes."""
-        with socket.socket() as s:
+        six = ":" in source
+        with socket.socket(socket.AF_INET6 if six else socket.AF_INET) as s:
             s.bind((source, 0))
             s.settimeout(timeout)
-            s.connect(("127.0.0.1", self.port))
+            s.connect((self.host if six or ":" not in self.host else "127.0.0.1", self.port))
             if data:
                 s.sendall(data)
             out = b""
@@ -91,9 +111,10 @@ def start(tmp_path):
     """
     servers: list[Ucspi] = []
 
-    def run(binary: str, *args: str, env: dict[str, str], program: list[str] | None = None) -> Ucspi:
+    def run(binary: str, *args: str, env: dict[str, str], program: list[str] | None = None,
+            host: str = "127.0.0.1") -> Ucspi:
         options, program = (list(args[:-1]), [args[-1]]) if program is None else (list(args), program)
-        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log")
+        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log", host)
         servers.append(server)
         return server
 
@@ -134,7 +155,8 @@ def test_bad_command_lines_exit_100_as_tcpserver_does(args):
     ours = subprocess.run([SERVER, *args], capture_output=True, text=True, timeout=10)
     theirs = subprocess.run([need("tcpserver"), *args], capture_output=True, text=True, timeout=10)
     assert ours.returncode == theirs.returncode == 100
-    assert ours.stderr.replace("smtpfront-server", "tcpserver") == theirs.stderr
+    expected = theirs.stderr if ipv6_tcpserver() else re.sub(r"tcpserver: usage: .*\n", IPV6_USAGE, theirs.stderr)
+    assert ours.stderr.replace("smtpfront-server", "tcpserver") == expected
 
 
 def test_fatal_errors_as_tcpserver_words_them(start):
@@ -149,7 +171,7 @@ def test_fatal_errors_as_tcpserver_words_them(start):
 
 
 def test_safe_log_fields():
-    assert safe(b"a:b%c d\x01") == b"a?b?c?d?"
+    assert safe(b"a:b%c d\x01") == b"a:b?c?d?"  # ucspi-tcp-ipv6 keeps the colons (ucspi-tcp writes `?`)
     assert safe(b"x" * 99) == b"x" * 99
     assert safe(b"x" * 100) == b"x" * 100 + b"..."
 
@@ -165,7 +187,26 @@ def test_pathexec_environment_order():
 
 
 def masked_env(output: bytes) -> list[str]:
-    return [re.sub(r"^(TCPLOCALPORT|TCPREMOTEPORT)=\d+$", r"\1=N", line) for line in output.decode().splitlines()]
+    return [re.sub(r"^(TCP6?LOCALPORT|TCP6?REMOTEPORT)=\d+$", r"\1=N", line) for line in output.decode().splitlines()]
+
+
+def as_ipv4_tcpserver(env: list[str], log: list[str]) -> tuple[list[str], list[str]]:
+    """Our environment and log as ucspi-tcp's IPv4 tcpserver gives them, once what its IPv6 variant adds for
+    an IPv4 client is checked: each TCP6*IP and TCP6*PORT is its TCP* twin (addresses v4-mapped; a rule may
+    change a TCP* name, not its twin), the `ok`/`deny` lines show v4-mapped addresses.  The environment comes
+    sorted: the twins change its order."""
+    plain = {line.split("=", 1)[0]: line for line in env if not line.startswith("TCP6")}
+    for line in env:
+        name, _, value = line.partition("=")
+        if name.startswith("TCP6") and name.endswith(("IP", "PORT")):
+            twin = plain["TCP" + name[4:]].partition("=")[2]
+            assert value == ("::ffff:" + twin if name.endswith("IP") else twin), line
+    return sorted(plain.values()), [ok_line(line.replace("::ffff:", "")) for line in log]
+
+
+def ok_line(line: str) -> str:
+    """An `ok`/`deny` line with `:` for `?`: ucspi-tcp writes `?` for a colon in a name, its IPv6 variant `:`."""
+    return line.replace("?", ":") if re.match(r"tcpserver: (ok|deny) ", line) else line
 
 
 def masked_log(server: Ucspi) -> list[str]:
@@ -183,12 +224,19 @@ def compare(start, args: list[str], sources: list[str], env: dict[str, str],
     theirs, ours = both(start, "-v", *args, env=env, program=program)
     outputs = []
     for done, source in enumerate(sources, 1):
-        expected = masked_env(theirs.talk(source=source))
-        assert masked_env(ours.talk(source=source)) == expected, source
-        outputs.append(expected)
+        expected, got = masked_env(theirs.talk(source=source)), masked_env(ours.talk(source=source))
         for server in (theirs, ours):
             server.wait_ends(done)
-    assert masked_log(ours) == masked_log(theirs)
+        if ipv6_tcpserver():
+            assert got == expected, source
+        else:
+            got = as_ipv4_tcpserver(got, [])[0]
+            assert got == sorted(expected), source
+        outputs.append(expected)
+    if ipv6_tcpserver():
+        assert masked_log(ours) == masked_log(theirs)
+    else:
+        assert as_ipv4_tcpserver([], masked_log(ours))[1] == [ok_line(line) for line in masked_log(theirs)]
     return outputs
 
 
@@ -342,7 +390,7 @@ def test_queue_sees_the_environment_tcpserver_gives(start, base_env, queue, tmp_
         reply = server.talk(SESSION % (b"u", b"env"), source=CLIENT_IP)
         assert b"250 2.6.0 Accepted" in reply
     [first, second] = [masked_env(p.read_bytes()) for p in sorted(tmp_path.glob("qq-env.*"), key=os.path.getmtime)]
-    assert second == first
+    assert (second if ipv6_tcpserver() else as_ipv4_tcpserver(second, [])[0]) == first
     assert {"TCPREMOTEHOST=client.example.com", "TCPREMOTEINFO=joeBloggs:xy", "TCPLOCALHOST=from.rules",
             "RELAYCLIENT="} <= set(second)
     assert len(queue.messages()) == 2
@@ -366,7 +414,7 @@ def test_tcprules_deny_relayclient_and_allow_only_some(start, auth_env, queue, t
                                                       b"Fapp@internal.example\0Tuser@example.org\0\0"]
     server.wait_ends(5)
     log = server.log
-    assert len(re.findall(r"tcpserver: deny \d+ mx.example:127.0.0.1:\d+ :127.0.0.[24]::\d+", log)) == 2
+    assert len(re.findall(r"tcpserver: deny \d+ mx.example:::ffff:127.0.0.1:\d+ :::ffff:127.0.0.[24]::\d+", log)) == 2
     assert "status 25600" in log  # exit 100, as tcpserver's denied children
 
 
