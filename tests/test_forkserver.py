@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, C_QMAIL, LOGS, PASSWORD, credentials, keep_own_ids, need, real_root, swaks
-from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, network  # noqa: F401 - a fixture
+from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, V6_IP, has_ipv6, network  # noqa: F401
 from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
 
 SERVER = str(BIN / "smtpfront-server")
@@ -123,9 +123,10 @@ def start(tmp_path):
         server.stop()
 
 
-def both(start, *args: str, env: dict[str, str], program: list[str] | None = None) -> tuple[Ucspi, Ucspi]:
-    return (start(need("tcpserver"), *args, env=env, program=program),
-            start(SERVER, *args, env=env, program=program))
+def both(start, *args: str, env: dict[str, str], program: list[str] | None = None,
+         host: str = "127.0.0.1") -> tuple[Ucspi, Ucspi]:
+    return (start(need("tcpserver"), *args, env=env, program=program, host=host),
+            start(SERVER, *args, env=env, program=program, host=host))
 
 
 def plain_env(**extra: str) -> dict[str, str]:
@@ -219,9 +220,9 @@ def masked_log(server: Ucspi) -> list[str]:
 
 
 def compare(start, args: list[str], sources: list[str], env: dict[str, str],
-            program: list[str] | None = None) -> list[list[str]]:
+            program: list[str] | None = None, host: str = "127.0.0.1") -> list[list[str]]:
     """Each source connects to both servers in turn; the environments and logs must be the same."""
-    theirs, ours = both(start, "-v", *args, env=env, program=program)
+    theirs, ours = both(start, "-v", *args, env=env, program=program, host=host)
     outputs = []
     for done, source in enumerate(sources, 1):
         expected, got = masked_env(theirs.talk(source=source)), masked_env(ours.talk(source=source))
@@ -688,3 +689,134 @@ def test_a_program_that_cannot_be_loaded_is_run_per_connection(start, base_env, 
         assert server.talk() == b"451 4.3.0 Internal error.\r\n"
     server.wait_ends(2)
     assert server.proc.poll() is None
+
+
+# -- IPv6 --------------------------------------------------------------------------------
+# Compared with ucspi-tcp-ipv6's tcpserver where it is installed; otherwise checked against what it was seen
+# to give (Debian 1:0.88-7, by hand), which these expectations spell out.
+
+ipv6 = pytest.mark.skipif(not has_ipv6(), reason="the machine has no ::1")
+
+
+def ipv6_env(proto: str, local: str, remote: str, *more: str, local_host: str = "mx.example") -> list[str]:
+    """tcpserver-ipv6's environment for a client (PATH and DNSCACHEIP from plain_env first): each TCP*
+    variable followed by its TCP6* twin, whose addresses are IPv6 (v4-mapped for an IPv4 client)."""
+    six = {local: local if ":" in local else "::ffff:" + local, remote: remote if ":" in remote else "::ffff:" + remote}
+    lines = [f"PATH={os.environ['PATH']}", f"DNSCACHEIP={DNS_IP}", f"PROTO={proto}"]
+    for name, value in (("LOCALIP", local), ("LOCALPORT", "N"), ("LOCALHOST", local_host), ("REMOTEIP", remote),
+                        ("REMOTEPORT", "N"), *(item.split("=") for item in more)):
+        lines += [f"TCP{name}={value}", f"TCP6{name}={six.get(value, value) if name.endswith('IP') else value}"]
+    return lines
+
+
+def run_or_compare(start, args: list[str], sources: list[str], host: str = "0") -> tuple[list[list[str]], list[str]]:
+    """(environments, masked log) of ours, compared with tcpserver-ipv6's where it is installed."""
+    if ipv6_tcpserver():
+        outputs = compare(start, args, sources, plain_env(), host=host)
+    server = start(SERVER, "-v", *args, env=plain_env(), host=host)
+    mine = []
+    for done, source in enumerate(sources, 1):
+        mine.append(masked_env(server.talk(source=source)))
+        server.wait_ends(done)
+    if ipv6_tcpserver():
+        assert mine == outputs
+    return mine, masked_log(server)
+
+
+@ipv6
+def test_host_0_serves_ipv6_and_ipv4_clients(start):
+    """Dual-stack, as tcpserver-ipv6: an IPv6 client is PROTO=TCP6, an IPv4 one PROTO=TCP with v4-mapped twins."""
+    (six, four), log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "env"], [V6_IP, "127.0.0.1"])
+    assert six == ipv6_env("TCP6", "::1", "::1")
+    assert four == ipv6_env("TCP", "127.0.0.1", "127.0.0.1")
+    assert [line for line in log if " from " in line or " ok " in line] == [
+        "tcpserver: pid P from ::1", "tcpserver: ok P mx.example:::1:PORT :::1::PORT",
+        "tcpserver: pid P from 127.0.0.1", "tcpserver: ok P mx.example:::ffff:127.0.0.1:PORT :::ffff:127.0.0.1::PORT"]
+
+
+@ipv6
+@pytest.mark.parametrize("host", ["::", "::1", "0::0"])
+def test_ipv6_hosts(start, host):
+    """`::` too, which tcpserver-ipv6 refuses ("no IP address"): a deliberate difference (docs/differences.md)."""
+    server = start(SERVER, "-R", "-H", "-l", "x", "env", env=plain_env(), host=host)
+    assert "PROTO=TCP6" in masked_env(server.talk(source=V6_IP))
+    if host != "::1":
+        assert "PROTO=TCP" in masked_env(server.talk(source="127.0.0.1"))
+
+
+@ipv6
+def test_a_host_name_is_its_aaaa_address(start):
+    server = start(SERVER, "-R", "-H", "-l", "x", "env", env=plain_env(), host="six.example.com")
+    with socket.create_connection((V6_IP, server.port), timeout=30) as s:
+        assert b"TCPREMOTEIP=::1\n" in s.makefile("rb").read()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=30)
+
+
+@ipv6
+def test_minus_4_and_minus_6(start):
+    """-4: an IPv4 socket (no IPv6 client), the TCP6* twins still set; -6: PROTO=TCP6 and v4-mapped TCP* too."""
+    [four], _ = run_or_compare(start, ["-4", "-R", "-H", "-l", "mx.example", "env"], ["127.0.0.1"])
+    assert four == ipv6_env("TCP", "127.0.0.1", "127.0.0.1")
+    server = start(SERVER, "-4", "-R", "-H", "-l", "x", "env", env=plain_env(), host="0")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((V6_IP, server.port), timeout=30)
+    [mapped], log = run_or_compare(start, ["-6", "-R", "-H", "-l", "mx.example", "env"], ["127.0.0.1"])
+    assert mapped == ipv6_env("TCP6", "::ffff:127.0.0.1", "::ffff:127.0.0.1")
+    assert "tcpserver: pid P from ::ffff:127.0.0.1" in log
+
+
+@ipv6
+def test_lookups_for_an_ipv6_client(start):
+    """-h -p -r: the PTR under ip6.arpa (its AAAA agrees, so -p keeps it) and ident over IPv6."""
+    IDENT_QUERIES.clear()
+    [env], log = run_or_compare(start, ["-p", "env"], [V6_IP])
+    assert env == ipv6_env("TCP6", "::1", "::1", "REMOTEHOST=six.example.com", "REMOTEINFO=joeBloggs:xy",
+                           local_host="six.example.com")
+    assert IDENT_QUERIES and all(re.fullmatch(rb"\d+ , \d+\r\n", q) for q in IDENT_QUERIES)
+    assert re.search(r"tcpserver: ok P six.example.com:::1:PORT six.example.com:::1:joeBloggs:xy:PORT", "\n".join(log))
+
+
+def ipv6_rules(tmp_path: Path, records: dict[str, bytes], text: str) -> str:
+    """A rules cdb with IPv6 keys: from `text` by tcprules where it is ucspi-tcp-ipv6's (ucspi-tcp's takes the
+    first colon for the end of the address), else the same `records` (what that tcprules writes) by cdb -c."""
+    if ipv6_tcpserver():
+        return compile_rules(tmp_path, text)
+    data = b"".join(b"+%d,%d:%s->%s\n" % (len(k.encode()), len(v), k.encode(), v) for k, v in records.items()) + b"\n"
+    subprocess.run([need("cdb"), "-c", "-t", str(tmp_path / "tcp.tmp"), str(tmp_path / "tcp.cdb")], input=data,
+                   check=True)
+    return str(tmp_path / "tcp.cdb")
+
+
+@ipv6
+def test_tcprules_for_ipv6_and_v4_mapped_clients(start, tmp_path):
+    """An IPv6 client's keys: the address as tcpserver-ipv6 writes it, then prefixes ending in `:`; an IPv4 client
+    on the dual-stack socket is looked up as IPv4 (a `::ffff:` rule never matches)."""
+    cdb = ipv6_rules(tmp_path, {"::ffff:127.0.0.1": b"D\0", "::1": b"+WHO=six\0", "127.": b"+WHO=four\0", "": b"D\0"},
+                     '::ffff:127.0.0.1:deny\n::1:allow,WHO="six"\n127.:allow,WHO="four"\n:deny\n')
+    (six, four), log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "-x", cdb, "env"], [V6_IP, "127.0.0.1"])
+    assert six[-1] == "WHO=six" and four[-1] == "WHO=four"
+    cdb = ipv6_rules(tmp_path, {"::": b"+WHO=prefix\0", "": b"D\0"}, ':::allow,WHO="prefix"\n:deny\n')
+    (prefixed, four), log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "-x", cdb, "env"],
+                                           [V6_IP, "127.0.0.1"])
+    assert prefixed[-1] == "WHO=prefix" and four == []  # `::` is a prefix of ::1, not of an IPv4 client
+    cdb = ipv6_rules(tmp_path, {"::1": b"D\0"}, "::1:deny\n")
+    [denied], log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "-x", cdb, "env"], [V6_IP])
+    assert denied == [] and "tcpserver: deny P mx.example:::1:PORT :::1::PORT" in log
+
+
+@ipv6
+def test_submission_over_ipv6_with_swaks(start, auth_env, queue):
+    """The issue's case: `smtpfront-server ... :: PORT smtpfront-qmail`; swaks authenticates and relays over
+    IPv6 and over IPv4; Received writes the address literal as C mailfront and RFC 5321 do (`[IPv6:::1]`)."""
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", str(BIN / "smtpfront-qmail"), env=auth_env,
+                   host="::")
+    for address in (V6_IP, "127.0.0.1"):
+        r = subprocess.run([need("swaks"), "--server", address, "--port", str(server.port), "--from",
+                            "demo@example.org", "--to", "someone@elsewhere.example", "--auth", "PLAIN", *credentials()],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout
+    [(_, six), (_, four)] = [m for m in queue.messages()]
+    assert b"([IPv6:::1])\n  by mx.example ([IPv6:::1])\n  with ESMTPA via TCP6;" in six
+    assert b"([127.0.0.1])\n  by mx.example ([127.0.0.1])\n  with ESMTPA via TCP;" in four
+    assert "username=demo" in server.log
