@@ -689,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                       + f" here ({type(e).__name__}: {e}); running it as a program".encode("utf-8", "replace"))
             server.in_process = None
     # what every child uses, imported once here and shared: dnsname and ident import socket (about 10 ms a child)
+    from . import ip6  # noqa: F401 - every child writes its addresses with it
     if options.remote_host or options.local_name is None:
         from . import dnsname  # noqa: F401
     if options.remote_info:
