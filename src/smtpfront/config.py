@@ -173,6 +173,11 @@ class Settings:
             # address on a dual-stack socket; rules and Received want tcpserver's names
             env["TCPREMOTEIP"] = env["REMOTE_ADDR"].removeprefix("::ffff:")
             env.setdefault("TCPREMOTEPORT", env.get("REMOTE_PORT", ""))
+            if ":" in env["TCPREMOTEIP"]:  # an IPv6 client: PROTO=TCP6, as tcpserver-ipv6 sets it
+                for name in ("REMOTEIP", "REMOTEPORT", "LOCALHOST"):
+                    if "TCP" + name in env:
+                        env.setdefault("TCP6" + name, env["TCP" + name])
+                env["PROTO"] = proto = "TCP6"
         if ":" in env.get(proto + "REMOTEIP", ""):
             proto = _unmapped(env, proto)
 
