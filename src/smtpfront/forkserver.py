@@ -7,11 +7,11 @@ A drop-in for the `tcpserver` line of a run script: the same options with the
 same meaning, the same environment for the program, the same tcprules cdb, the
 same `-v` log lines -- as Debian's ucspi-tcp-ipv6 (ucspi-tcp 0.88 with the
 IPv6 patch) has them: host `0` listens on IPv6 and IPv4 at once, an IPv6
-client gets PROTO=TCP6, and every TCP* variable comes with its TCP6* twin.  The difference is inside: when PROGRAM
-is one of the smtpfront programs, the server imports it once, before the first
-connection, and each connection's child runs it in the forked process instead
-of starting a new interpreter.  Any other PROGRAM is executed, as tcpserver
-does.
+client gets PROTO=TCP6, and every TCP* variable comes with its TCP6* twin.
+The difference is inside: when PROGRAM is one of the smtpfront programs, the
+server imports it once, before the first connection, and each connection's
+child runs it in the forked process instead of starting a new interpreter.
+Any other PROGRAM is executed, as tcpserver does.
 
 Every line the server itself logs starts `tcpserver: `, as tcpserver's do, so
 that log parsers keep working; only the command-line complaints name
@@ -219,12 +219,9 @@ class Connection:
         self.options = options
         self.environ = environ
         self.log = log
-        from .ip6 import MAPPED, pack
-
-        packed = pack(remote[0])
-        # an IPv4 client (v4-mapped on a dual-stack socket) gets PROTO=TCP and IPv4 TCP* addresses, unless -6
-        self.v4 = packed[:12] == MAPPED and not options.force_v6
         self.remote_ip6 = _fmt(remote[0])  # the TCP6* form, ::ffff:a.b.c.d for an IPv4 client
+        # an IPv4 client gets PROTO=TCP and IPv4 TCP* addresses, unless -6
+        self.v4 = self.remote_ip6.startswith(b"::ffff:") and not options.force_v6
         self.remote_ip = remote[0].removeprefix("::ffff:").encode() if self.v4 else self.remote_ip6
         self.remote_port = b"%d" % remote[1]
         self.local_port = b"%d" % local_port
