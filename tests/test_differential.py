@@ -218,6 +218,11 @@ add("received tcp6", RECEIVED, b"EHLO x\r\n" + ECHO_MSG,
     {"PROTO": "TCP6", "TCP6LOCALHOST": "mx6.example", "TCP6LOCALIP": "2001:db8::1", "TCP6REMOTEIP": "2001:db8::7"})
 add("received tcp6 lower case", RECEIVED, ECHO_MSG, {"PROTO": "tcp6", "tcp6LOCALIP": "2001:db8::1",
                                                        "tcp6REMOTEIP": "2001:db8::7"})
+add("received v4-mapped", RECEIVED, b"EHLO x\r\n" + ECHO_MSG,
+    {"PROTO": "TCP6", "TCP6LOCALHOST": "mx6.example", "TCP6LOCALIP": "::ffff:192.0.2.1",
+     "TCP6REMOTEIP": "::ffff:198.51.100.7"},
+    queued="a v4-mapped client is the IPv4 client it names: `[198.51.100.7]`, `via TCP` (issue 19 item 6)",
+    replies="the message's size in the 250", log="the 250")
 add("received no local host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPLOCALHOST": None})
 add("received empty local host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPLOCALHOST": ""})
 add("received no remote host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPREMOTEHOST": None})
