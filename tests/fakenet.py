@@ -3,7 +3,8 @@
 The DNS server (127.0.0.78:53, UDP and TCP, named by $DNSCACHEIP) answers from
 RECORDS, written out by hand here rather than with the code under test (names
 starting `servfail.` fail; `big.` answers come truncated by UDP); the identd
-(127.0.0.77:113) answers every query for clients that connect from 127.0.0.77.
+(127.0.0.77:113) answers every query for clients that connect from 127.0.0.77, and
+another on [::1]:113 for IPv6 clients on ::1, where the machine has it.
 Both need root (ports below 1024), as the test suite has in CI.
 """
 
@@ -18,6 +19,18 @@ DNS_IP = "127.0.0.78"
 CLIENT_IP = "127.0.0.77"  # has a PTR name that agrees with its A record, and an identd
 LIAR_IP = "127.0.0.79"  # has a PTR name whose A record is elsewhere (-p drops it)
 ODD_IP = "127.0.0.80"  # has a PTR name with characters tcpserver escapes
+V6_IP = "::1"  # has a PTR name (under ip6.arpa) whose AAAA record agrees, and an identd
+V6_PTR = ".".join("1" + "0" * 31) + ".ip6.arpa"  # the nibbles of ::1, least significant first
+
+
+def has_ipv6() -> bool:
+    """The machine has ::1 (a network namespace has it once lo is up; some containers have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind((V6_IP, 0))
+        return True
+    except OSError:
+        return False
 
 
 def dns_name(name: str) -> bytes:
@@ -33,6 +46,8 @@ RECORDS = {  # (name, type) -> answers, written by hand here: not with the code 
     ("liar.example.com", 1): [bytes([10, 9, 9, 9])],
     ("we!rd%x.example", 1): [bytes([127, 0, 0, 80])],
     ("big.example", 1): [bytes([10, 0, 1, i]) for i in range(1, 41)],
+    (V6_PTR, 12): [dns_name("Six.Example.com")],
+    ("six.example.com", 28): [bytes(15) + b"\1"],  # AAAA ::1
 }
 
 
@@ -100,9 +115,10 @@ def network():
     dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     dns.bind((DNS_IP, 53))
     dns_tcp, ident = listener(DNS_IP, 53), listener(CLIENT_IP, 113)
+    idents = [ident, listener(V6_IP, 113)] if has_ipv6() else [ident]
     threads = [threading.Thread(target=serve_dns, args=(dns,), daemon=True),
                threading.Thread(target=serve_dns_tcp, args=(dns_tcp,), daemon=True),
-               threading.Thread(target=serve_ident, args=(ident,), daemon=True)]
+               *(threading.Thread(target=serve_ident, args=(sock,), daemon=True) for sock in idents)]
     STOP.clear()
     for t in threads:
         t.start()
@@ -110,12 +126,12 @@ def network():
     STOP.set()
     for t in threads:
         t.join()
-    for sock in (dns, dns_tcp, ident):
+    for sock in (dns, dns_tcp, *idents):
         sock.close()
 
 
 def listener(ip: str, port: int) -> socket.socket:
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((ip, port))
     sock.listen(50)

@@ -120,3 +120,22 @@ def test_auth_session_timeout_after_login(base_env, cvm_socket):
     lines = finish(p)
     assert lines[1] == "235 2.7.0 Authentication succeeded."
     assert lines[-1] == "421 4.4.2 Session time limit exceeded; closing connection." and p.returncode == 1
+
+
+def test_a_v4_mapped_client_is_the_ipv4_client(smtp, queue):
+    """tcpserver -6 (or a dual-stack socket under another server) names an IPv4 client ::ffff:a.b.c.d: it is
+    that IPv4 client for Received and for the programs run (issue 19 item 6)."""
+    dump = queue.path.parent / "qq-env"
+    script = queue.path.parent / "qq-env.sh"
+    script.write_text(f"#!/bin/sh\nenv > {dump}\nexec {queue.path.parent / 'qmail-queue'}\n")
+    script.chmod(0o755)
+    r = smtp(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nhi\r\n.\r\n",
+             QMAILQUEUE=str(script), PROTO="TCP6", TCP6REMOTEIP="::ffff:198.51.100.7", TCP6LOCALIP="::ffff:192.0.2.1",
+             TCP6LOCALHOST="mx6.example", TCP6REMOTEPORT="40123", TCPREMOTEIP="::ffff:198.51.100.7")
+    assert r.codes[-1] == 250
+    [(_, message)] = queue.messages()
+    assert message.startswith(b"Received: from c ([198.51.100.7])\n  by mx6.example ([192.0.2.1])\n"
+                              b"  with ESMTP via TCP;")
+    env = set(dump.read_text().splitlines())
+    assert {"PROTO=TCP", "TCPREMOTEIP=198.51.100.7", "TCPLOCALIP=192.0.2.1", "TCPLOCALHOST=mx6.example",
+            "TCPREMOTEPORT=40123"} <= env

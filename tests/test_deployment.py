@@ -508,6 +508,16 @@ def test_systemd_remote_addr_is_read_as_tcpremoteip(base_env, queue):
     assert b"(client.example [203.0.113.9])" in message
 
 
+def test_systemd_ipv6_client_is_proto_tcp6(base_env, queue):
+    """systemd's REMOTE_ADDR of an IPv6 client: PROTO=TCP6 as tcpserver-ipv6 would set it, so Received says IPv6."""
+    env = {k: v for k, v in base_env.items() if k not in ("TCPREMOTEIP", "TCPLOCALIP", "TCPREMOTEHOST")}
+    r = run_program("smtpfront-qmail", b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\n"
+                    b"hi\r\n.\r\n", {**env, "REMOTE_ADDR": "2001:db8::9", "REMOTE_PORT": "40000"})
+    assert r.codes[-1] == 250
+    [(_, message)] = queue.messages()
+    assert message.startswith(b"Received: from c ([IPv6:2001:db8::9])\n  by mx.example\n  with SMTP via TCP6;")
+
+
 def test_systemd_units_verify(tmp_path):
     analyze = need("systemd-analyze")
     for name in ("smtpfront.socket", "smtpfront@.service"):

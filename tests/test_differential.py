@@ -218,6 +218,11 @@ add("received tcp6", RECEIVED, b"EHLO x\r\n" + ECHO_MSG,
     {"PROTO": "TCP6", "TCP6LOCALHOST": "mx6.example", "TCP6LOCALIP": "2001:db8::1", "TCP6REMOTEIP": "2001:db8::7"})
 add("received tcp6 lower case", RECEIVED, ECHO_MSG, {"PROTO": "tcp6", "tcp6LOCALIP": "2001:db8::1",
                                                        "tcp6REMOTEIP": "2001:db8::7"})
+add("received v4-mapped", RECEIVED, b"EHLO x\r\n" + ECHO_MSG,
+    {"PROTO": "TCP6", "TCP6LOCALHOST": "mx6.example", "TCP6LOCALIP": "::ffff:192.0.2.1",
+     "TCP6REMOTEIP": "::ffff:198.51.100.7"},
+    queued="a v4-mapped client is the IPv4 client it names: `[198.51.100.7]`, `via TCP` (issue 19 item 6)",
+    replies="the message's size in the 250", log="the 250")
 add("received no local host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPLOCALHOST": None})
 add("received empty local host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPLOCALHOST": ""})
 add("received no remote host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPREMOTEHOST": None})
@@ -715,7 +720,6 @@ SCANNED = "mailfront smtp qmail accept add-received"
 # headers enough for spamd's shipped rules to score it under 5 (its report of spam holds dates and boundaries)
 HAM = data(b"From: <a@b.example>", b"To: <y@example.org>", b"Date: Thu, 3 Dec 2026 12:00:00 +0000",
            b"Message-ID: <1@b.example>", b"Subject: hello", b"", b"Just a plain hello.")
-C_CRASHES = "mailfront 2.12 crashes (SIGSEGV) with $SPAMD_PATH"
 add("clamav clean", f"{SCANNED} clamav", b"EHLO x\r\n" + ECHO_MSG + ECHO_MSG, CLAMAV)
 add("clamav virus", f"{SCANNED} clamav", b"EHLO x\r\n" + data(b"Subject: t", b"", VIRUS) + ECHO_MSG, CLAMAV)
 add("clamav clamd names", f"{SCANNED} clamav", data(b"Subject: t", b"", VIRUS),
@@ -724,9 +728,14 @@ add("clamav down", f"{SCANNED} clamav", ECHO_MSG, {**CLAMAV, "CLAMAV_PORT": "1"}
 add("clamav no host", f"{SCANNED} clamav", ECHO_MSG)
 add("clamav maxsize", f"{SCANNED} clamav", data(b"Subject: t", b"", VIRUS), {**CLAMAV, "CLAMAV_MAXSIZE": "10"})
 add("clamav echo", f"{ECHO} accept clamav", data(b"Subject: t", b"", b"clean") + data(b"", VIRUS), CLAMAV,
-    log="mailfront logs the message's first lines twice with clamav (once from the data, once from the file)")
+    log=("mailfront logs the message's first lines twice with clamav (once from the data, once from the file)",
+         {"RCPT TO:<y@example.org>\nSubject: t": "RCPT TO:<y@example.org>"}))
 add("clamav queuedir", "mailfront smtp queuedir accept add-received clamav", b"EHLO x\r\n" + ECHO_MSG,
-    {**CLAMAV, "QUEUEDIR": "1"}, queued="mailfront loses the Received: header (written only into the file)")
+    {**CLAMAV, "QUEUEDIR": "1"},
+    queued=("mailfront loses the Received: header (written only into the file)",
+            {"a@b.example\0y@example.org\0\0Subject: t":
+                "a@b.example\0y@example.org\0\0Received: from x (client.example [198.51.100.7])\n"
+                "  by mx.example ([192.0.2.1])\n  with ESMTP via TCP; DATE\nSubject: t"}))
 add("spamassassin ham", f"{SCANNED} spamassassin", b"EHLO x\r\n" + HAM + HAM, SPAMD)
 add("spamassassin user", f"{SCANNED} spamassassin", HAM, {**SPAMD, "SPAMD_USER": "nobody"})
 add("spamassassin reject", f"{SCANNED} spamassassin", data(b"Subject: t", b"", GTUBE) + ECHO_MSG,
@@ -736,11 +745,31 @@ add("spamassassin reject text", f"{SCANNED} spamassassin", data(b"Subject: t", b
 add("spamassassin down", f"{SCANNED} spamassassin", ECHO_MSG, {**SPAMD, "SPAMD_PORT": "1"})
 add("spamassassin maxsize", f"{SCANNED} spamassassin", ECHO_MSG, {**SPAMD, "SPAMD_MAXSIZE": "10"})
 add("spamassassin echo", f"{ECHO} accept spamassassin", HAM, SPAMD,
-    log="mailfront logs the first lines of the client's message, then those of spamd's; smtpfront only spamd's")
+    log=("mailfront logs the first lines of the client's message, then those of spamd's; smtpfront only spamd's",
+         {"From: <a@b.example>To: <y@example.org>": None}))
+# what spamd adds to HAM, and the Received: header below it (spamd names its host in the first line)
+SPAMD_HEADERS = (f"X-Spam-Checker-Version: SpamAssassin 4.0.1 (2024-03-25) on {os.uname().nodename.split('.')[0]}\n"
+                 "X-Spam-Level: *\nX-Spam-Status: No, score=1.3 required=5.0 tests=MSGID_SHORT,RCVD_ILLEGAL_IP\n"
+                 "\tautolearn=no autolearn_force=no version=4.0.1\n"
+                 "Received: from client.example (client.example [198.51.100.7])\n"
+                 "  by mx.example ([192.0.2.1])\n  with SMTP via TCP; DATE\n")
 add("spamassassin queuedir", "mailfront smtp queuedir accept add-received spamassassin", HAM,
-    {**SPAMD, "QUEUEDIR": "1"}, queued="mailfront's queuedir keeps the client's message, not spamd's")
+    {**SPAMD, "QUEUEDIR": "1"},
+    queued=("mailfront's queuedir keeps the client's message, not spamd's",
+            {"a@b.example\0y@example.org\0\0From: <a@b.example>":
+                "a@b.example\0y@example.org\0\0" + SPAMD_HEADERS + "From: <a@b.example>"}))
+C_SEGV = "mailfront 2.12 crashes (SIGSEGV) with $SPAMD_PATH"
 add("spamassassin path", f"{SCANNED} spamassassin", HAM, {"SPAMD_PATH": "@SPAMD_SOCKET@"},
-    replies=C_CRASHES, log=C_CRASHES, queued=C_CRASHES, exit=C_CRASHES)
+    replies=(C_SEGV, {"354 End your message with a period on a line by itself.":
+                      "354 End your message with a period on a line by itself.\n"
+                      "250 2.6.0 Accepted message qp PID bytes 480"}),
+    log=(C_SEGV, {"RCPT TO:<y@example.org>":
+                  "RCPT TO:<y@example.org>\n2.6.0 Accepted message qp PID bytes 480\nbytes in: 205 bytes out: 193"}),
+    queued=(C_SEGV, {"": "--- file 1\nFa@b.example\0Ty@example.org\0\0\n--\n" + SPAMD_HEADERS
+                     + "From: <a@b.example>\nTo: <y@example.org>\n"
+                     "Date: Thu, 3 Dec 2026 12:00:00 +0000\nMessage-ID: <1@b.example>\nSubject: hello\n\n"
+                     "Just a plain hello.\n"}),
+    exit=(C_SEGV, {"killed by a signal": "0"}))
 
 
 # -- running a case ----------------------------------------------------------------------------

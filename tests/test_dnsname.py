@@ -9,7 +9,7 @@ import pytest
 
 from fakenet import DNS_IP, network  # noqa: F401 - a fixture
 from smtpfront import dnsname
-from smtpfront.dnsname import DNSError, ip4, name4, resolvers, to_dot
+from smtpfront.dnsname import DNSError, ip4, ip6, name4, name6, resolvers, to_dot
 
 pytestmark = pytest.mark.usefixtures("network")
 SERVERS = [DNS_IP]
@@ -65,6 +65,19 @@ def test_names_read_back_as_djbdns_reads_them():
     assert dnsname.encode_name("x\\.y") == b"\x03x.y\x00"
     with pytest.raises(DNSError):
         dnsname.encode_name("x" * 64 + ".example")
+
+
+def test_ipv6_names_and_addresses_as_tcpserver_ipv6_asks_them():
+    """PTR under ip6.arpa (in-addr.arpa for v4-mapped); AAAA records, then A records v4-mapped."""
+    assert name6("::1", SERVERS) == "six.example.com"
+    assert name6("0:0::1", SERVERS) == "six.example.com"
+    assert name6("::ffff:127.0.0.80", SERVERS) == "we\\041rd\\045x.example"
+    assert name6("2001:db8::1", SERVERS) == ""
+    assert ip6("Six.Example.com", SERVERS) == ["::1"]
+    assert ip6("client.example.com", SERVERS) == ["::ffff:10.0.0.1", "::ffff:127.0.0.77"]
+    assert ip6("2001:DB8:0:1:1:1:1:1", [NOBODY]) == ["2001:db8::1:1:1:1:1"]  # a literal, as tcpserver-ipv6 writes it
+    assert ip6("192.0.2.9", [NOBODY]) == ["::ffff:192.0.2.9"]
+    assert ip6("nothing.example", SERVERS) == []
 
 
 def test_a_name_longer_than_255_octets_is_an_error():

@@ -1,5 +1,11 @@
 """smtpfront-server side by side with the real tcpserver: options, environment, logs, rules, signals, limits.
 
+smtpfront-server is ucspi-tcp-ipv6's tcpserver.  With that package installed,
+the two are compared as they are; with ucspi-tcp (IPv4 only) installed, what
+the IPv6 variant adds for an IPv4 client -- the TCP6* twins of the variables,
+`::ffff:` addresses and `:` kept in the `ok`/`deny` lines, its usage line -- is
+checked on its own and set aside before comparing (see `as_ipv4_tcpserver`).
+
 Both servers run with `-1 ... 127.0.0.1 0` and report the port they were given.
 A fake DNS server (on 127.0.0.78:53, named by $DNSCACHEIP for both) and a fake
 identd (on 127.0.0.77:113, reached by clients that connect from 127.0.0.77)
@@ -8,6 +14,7 @@ stand in for the network, so that -h, -p and -r are compared too.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import signal
@@ -20,10 +27,21 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, C_QMAIL, LOGS, PASSWORD, credentials, keep_own_ids, need, real_root, swaks
-from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, network  # noqa: F401 - a fixture
+from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, V6_IP, has_ipv6, network  # noqa: F401
 from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
 
 SERVER = str(BIN / "smtpfront-server")
+# ucspi-tcp-ipv6's usage line, as its tcpserver (Debian 1:0.88-7) writes it
+IPV6_USAGE = ("tcpserver: usage: tcpserver [ -461UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] "
+              "[ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] [ -I interface ] host port "
+              "program\n")
+
+
+@functools.cache
+def ipv6_tcpserver() -> bool:
+    """The installed tcpserver is ucspi-tcp-ipv6's (else ucspi-tcp's IPv4 one): its usage line says."""
+    usage = subprocess.run([need("tcpserver")], capture_output=True, text=True, timeout=10).stderr
+    return "[ -I interface ]" in usage
 pytestmark = pytest.mark.usefixtures("network")  # every test may look names up
 
 
@@ -31,10 +49,11 @@ class Ucspi:
     """A running tcpserver or smtpfront-server on 127.0.0.1, on the port it chose (-1)."""
 
     def __init__(self, binary: str, options: list[str], program: list[str], env: dict[str, str],
-                 log_path: Path, preexec_fn=None) -> None:
+                 log_path: Path, host: str = "127.0.0.1", preexec_fn=None) -> None:
         self.log_path = log_path
+        self.host = "::1" if host in ("0", "::") else host
         with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([binary, "-1", *options, "127.0.0.1", "0", *program], env=env,
+            self.proc = subprocess.Popen([binary, "-1", *options, host, "0", *program], env=env,
                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
                                          preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
@@ -65,10 +84,11 @@ class Ucspi:
 
     def talk(self, data: bytes = b"", source: str = "127.0.0.1", timeout: float = 30) -> bytes:
         """Connect (from `source`), send `data`, and read until the server closes."""
-        with socket.socket() as s:
+        six = ":" in source
+        with socket.socket(socket.AF_INET6 if six else socket.AF_INET) as s:
             s.bind((source, 0))
             s.settimeout(timeout)
-            s.connect(("127.0.0.1", self.port))
+            s.connect((self.host if six or ":" not in self.host else "127.0.0.1", self.port))
             if data:
                 s.sendall(data)
             out = b""
@@ -93,9 +113,9 @@ def start(tmp_path):
     servers: list[Ucspi] = []
 
     def run(binary: str, *args: str, env: dict[str, str], program: list[str] | None = None,
-            preexec_fn=None) -> Ucspi:
+            host: str = "127.0.0.1", preexec_fn=None) -> Ucspi:
         options, program = (list(args[:-1]), [args[-1]]) if program is None else (list(args), program)
-        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log", preexec_fn)
+        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log", host, preexec_fn)
         servers.append(server)
         return server
 
@@ -104,9 +124,10 @@ def start(tmp_path):
         server.stop()
 
 
-def both(start, *args: str, env: dict[str, str], program: list[str] | None = None) -> tuple[Ucspi, Ucspi]:
-    return (start(need("tcpserver"), *args, env=env, program=program),
-            start(SERVER, *args, env=env, program=program))
+def both(start, *args: str, env: dict[str, str], program: list[str] | None = None,
+         host: str = "127.0.0.1") -> tuple[Ucspi, Ucspi]:
+    return (start(need("tcpserver"), *args, env=env, program=program, host=host),
+            start(SERVER, *args, env=env, program=program, host=host))
 
 
 def plain_env(**extra: str) -> dict[str, str]:
@@ -136,7 +157,8 @@ def test_bad_command_lines_exit_100_as_tcpserver_does(args):
     ours = subprocess.run([SERVER, *args], capture_output=True, text=True, timeout=10)
     theirs = subprocess.run([need("tcpserver"), *args], capture_output=True, text=True, timeout=10)
     assert ours.returncode == theirs.returncode == 100
-    assert ours.stderr.replace("smtpfront-server", "tcpserver") == theirs.stderr
+    expected = theirs.stderr if ipv6_tcpserver() else re.sub(r"tcpserver: usage: .*\n", IPV6_USAGE, theirs.stderr)
+    assert ours.stderr.replace("smtpfront-server", "tcpserver") == expected
 
 
 def test_fatal_errors_as_tcpserver_words_them(start):
@@ -151,7 +173,7 @@ def test_fatal_errors_as_tcpserver_words_them(start):
 
 
 def test_safe_log_fields():
-    assert safe(b"a:b%c d\x01") == b"a?b?c?d?"
+    assert safe(b"a:b%c d\x01") == b"a:b?c?d?"  # ucspi-tcp-ipv6 keeps the colons (ucspi-tcp writes `?`)
     assert safe(b"x" * 99) == b"x" * 99
     assert safe(b"x" * 100) == b"x" * 100 + b"..."
 
@@ -167,7 +189,26 @@ def test_pathexec_environment_order():
 
 
 def masked_env(output: bytes) -> list[str]:
-    return [re.sub(r"^(TCPLOCALPORT|TCPREMOTEPORT)=\d+$", r"\1=N", line) for line in output.decode().splitlines()]
+    return [re.sub(r"^(TCP6?LOCALPORT|TCP6?REMOTEPORT)=\d+$", r"\1=N", line) for line in output.decode().splitlines()]
+
+
+def as_ipv4_tcpserver(env: list[str], log: list[str]) -> tuple[list[str], list[str]]:
+    """Our environment and log as ucspi-tcp's IPv4 tcpserver gives them, once what its IPv6 variant adds for
+    an IPv4 client is checked: each TCP6*IP and TCP6*PORT is its TCP* twin (addresses v4-mapped; a rule may
+    change a TCP* name, not its twin), the `ok`/`deny` lines show v4-mapped addresses.  The environment comes
+    sorted: the twins change its order."""
+    plain = {line.split("=", 1)[0]: line for line in env if not line.startswith("TCP6")}
+    for line in env:
+        name, _, value = line.partition("=")
+        if name.startswith("TCP6") and name.endswith(("IP", "PORT")):
+            twin = plain["TCP" + name[4:]].partition("=")[2]
+            assert value == ("::ffff:" + twin if name.endswith("IP") else twin), line
+    return sorted(plain.values()), [ok_line(line.replace("::ffff:", "")) for line in log]
+
+
+def ok_line(line: str) -> str:
+    """An `ok`/`deny` line with `:` for `?`: ucspi-tcp writes `?` for a colon in a name, its IPv6 variant `:`."""
+    return line.replace("?", ":") if re.match(r"tcpserver: (ok|deny) ", line) else line
 
 
 def masked_log(server: Ucspi) -> list[str]:
@@ -180,17 +221,24 @@ def masked_log(server: Ucspi) -> list[str]:
 
 
 def compare(start, args: list[str], sources: list[str], env: dict[str, str],
-            program: list[str] | None = None) -> list[list[str]]:
+            program: list[str] | None = None, host: str = "127.0.0.1") -> list[list[str]]:
     """Each source connects to both servers in turn; the environments and logs must be the same."""
-    theirs, ours = both(start, "-v", *args, env=env, program=program)
+    theirs, ours = both(start, "-v", *args, env=env, program=program, host=host)
     outputs = []
     for done, source in enumerate(sources, 1):
-        expected = masked_env(theirs.talk(source=source))
-        assert masked_env(ours.talk(source=source)) == expected, source
-        outputs.append(expected)
+        expected, got = masked_env(theirs.talk(source=source)), masked_env(ours.talk(source=source))
         for server in (theirs, ours):
             server.wait_ends(done)
-    assert masked_log(ours) == masked_log(theirs)
+        if ipv6_tcpserver():
+            assert got == expected, source
+        else:
+            got = as_ipv4_tcpserver(got, [])[0]
+            assert got == sorted(expected), source
+        outputs.append(expected)
+    if ipv6_tcpserver():
+        assert masked_log(ours) == masked_log(theirs)
+    else:
+        assert as_ipv4_tcpserver([], masked_log(ours))[1] == [ok_line(line) for line in masked_log(theirs)]
     return outputs
 
 
@@ -344,7 +392,7 @@ def test_queue_sees_the_environment_tcpserver_gives(start, base_env, queue, tmp_
         reply = server.talk(SESSION % (b"u", b"env"), source=CLIENT_IP)
         assert b"250 2.6.0 Accepted" in reply
     [first, second] = [masked_env(p.read_bytes()) for p in sorted(tmp_path.glob("qq-env.*"), key=os.path.getmtime)]
-    assert second == first
+    assert (second if ipv6_tcpserver() else as_ipv4_tcpserver(second, [])[0]) == first
     assert {"TCPREMOTEHOST=client.example.com", "TCPREMOTEINFO=joeBloggs:xy", "TCPLOCALHOST=from.rules",
             "RELAYCLIENT="} <= set(second)
     assert len(queue.messages()) == 2
@@ -368,7 +416,7 @@ def test_tcprules_deny_relayclient_and_allow_only_some(start, auth_env, queue, t
                                                       b"Fapp@internal.example\0Tuser@example.org\0\0"]
     server.wait_ends(5)
     log = server.log
-    assert len(re.findall(r"tcpserver: deny \d+ mx.example:127.0.0.1:\d+ :127.0.0.[24]::\d+", log)) == 2
+    assert len(re.findall(r"tcpserver: deny \d+ mx.example:::ffff:127.0.0.1:\d+ :::ffff:127.0.0.[24]::\d+", log)) == 2
     assert "status 25600" in log  # exit 100, as tcpserver's denied children
 
 
@@ -670,6 +718,11 @@ def test_workers_look_up_apply_rules_and_log_as_children_do(start, base_env, que
                      for line in masked])  # reply too: as many bytes out as its digits
         if name == "ours":
             assert len(set(re.findall(r"tcpserver: (?:ok|deny) (\d+) ", server.log))) == 1
+    if not ipv6_tcpserver():  # ours as ucspi-tcp's IPv4 tcpserver gives them, its IPv6 additions checked
+        environments[1] = [as_ipv4_tcpserver(env, [])[0] for env in environments[1]]
+        environments[0] = [sorted(env) for env in environments[0]]
+        logs[1] = as_ipv4_tcpserver([], logs[1])[1]
+        logs[0] = [ok_line(line) for line in logs[0]]
     assert environments[1] == environments[0]
     client, liar, local, client_again = environments[1]
     assert {"TCPREMOTEHOST=client.example.com", "TCPREMOTEINFO=joeBloggs:xy", "RELAYCLIENT="} <= set(client)
@@ -679,6 +732,137 @@ def test_workers_look_up_apply_rules_and_log_as_children_do(start, base_env, que
     status = [[line for line in log if line.startswith("tcpserver: status: ")] for log in logs]
     assert status[1] == status[0]  # the same counts; a worker's lines may come before the server's
     assert [line for line in logs[1] if line not in status[1]] == [line for line in logs[0] if line not in status[0]]
+
+
+# -- IPv6 --------------------------------------------------------------------------------
+# Compared with ucspi-tcp-ipv6's tcpserver where it is installed; otherwise checked against what it was seen
+# to give (Debian 1:0.88-7, by hand), which these expectations spell out.
+
+ipv6 = pytest.mark.skipif(not has_ipv6(), reason="the machine has no ::1")
+
+
+def ipv6_env(proto: str, local: str, remote: str, *more: str, local_host: str = "mx.example") -> list[str]:
+    """tcpserver-ipv6's environment for a client (PATH and DNSCACHEIP from plain_env first): each TCP*
+    variable followed by its TCP6* twin, whose addresses are IPv6 (v4-mapped for an IPv4 client)."""
+    six = {local: local if ":" in local else "::ffff:" + local, remote: remote if ":" in remote else "::ffff:" + remote}
+    lines = [f"PATH={os.environ['PATH']}", f"DNSCACHEIP={DNS_IP}", f"PROTO={proto}"]
+    for name, value in (("LOCALIP", local), ("LOCALPORT", "N"), ("LOCALHOST", local_host), ("REMOTEIP", remote),
+                        ("REMOTEPORT", "N"), *(item.split("=") for item in more)):
+        lines += [f"TCP{name}={value}", f"TCP6{name}={six.get(value, value) if name.endswith('IP') else value}"]
+    return lines
+
+
+def run_or_compare(start, args: list[str], sources: list[str], host: str = "0") -> tuple[list[list[str]], list[str]]:
+    """(environments, masked log) of ours, compared with tcpserver-ipv6's where it is installed."""
+    if ipv6_tcpserver():
+        outputs = compare(start, args, sources, plain_env(), host=host)
+    server = start(SERVER, "-v", *args, env=plain_env(), host=host)
+    mine = []
+    for done, source in enumerate(sources, 1):
+        mine.append(masked_env(server.talk(source=source)))
+        server.wait_ends(done)
+    if ipv6_tcpserver():
+        assert mine == outputs
+    return mine, masked_log(server)
+
+
+@ipv6
+def test_host_0_serves_ipv6_and_ipv4_clients(start):
+    """Dual-stack, as tcpserver-ipv6: an IPv6 client is PROTO=TCP6, an IPv4 one PROTO=TCP with v4-mapped twins."""
+    (six, four), log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "env"], [V6_IP, "127.0.0.1"])
+    assert six == ipv6_env("TCP6", "::1", "::1")
+    assert four == ipv6_env("TCP", "127.0.0.1", "127.0.0.1")
+    assert [line for line in log if " from " in line or " ok " in line] == [
+        "tcpserver: pid P from ::1", "tcpserver: ok P mx.example:::1:PORT :::1::PORT",
+        "tcpserver: pid P from 127.0.0.1", "tcpserver: ok P mx.example:::ffff:127.0.0.1:PORT :::ffff:127.0.0.1::PORT"]
+
+
+@ipv6
+@pytest.mark.parametrize("host", ["::", "::1", "0::0"])
+def test_ipv6_hosts(start, host):
+    """`::` too, which tcpserver-ipv6 refuses ("no IP address"): a deliberate difference (docs/differences.md)."""
+    server = start(SERVER, "-R", "-H", "-l", "x", "env", env=plain_env(), host=host)
+    assert "PROTO=TCP6" in masked_env(server.talk(source=V6_IP))
+    if host != "::1":
+        assert "PROTO=TCP" in masked_env(server.talk(source="127.0.0.1"))
+
+
+@ipv6
+def test_a_host_name_is_its_aaaa_address(start):
+    server = start(SERVER, "-R", "-H", "-l", "x", "env", env=plain_env(), host="six.example.com")
+    with socket.create_connection((V6_IP, server.port), timeout=30) as s:
+        assert b"TCPREMOTEIP=::1\n" in s.makefile("rb").read()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=30)
+
+
+@ipv6
+def test_minus_4_and_minus_6(start):
+    """-4: an IPv4 socket (no IPv6 client), the TCP6* twins still set; -6: PROTO=TCP6 and v4-mapped TCP* too."""
+    [four], _ = run_or_compare(start, ["-4", "-R", "-H", "-l", "mx.example", "env"], ["127.0.0.1"])
+    assert four == ipv6_env("TCP", "127.0.0.1", "127.0.0.1")
+    server = start(SERVER, "-4", "-R", "-H", "-l", "x", "env", env=plain_env(), host="0")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((V6_IP, server.port), timeout=30)
+    [mapped], log = run_or_compare(start, ["-6", "-R", "-H", "-l", "mx.example", "env"], ["127.0.0.1"])
+    assert mapped == ipv6_env("TCP6", "::ffff:127.0.0.1", "::ffff:127.0.0.1")
+    assert "tcpserver: pid P from ::ffff:127.0.0.1" in log
+
+
+@ipv6
+def test_lookups_for_an_ipv6_client(start):
+    """-h -p -r: the PTR under ip6.arpa (its AAAA agrees, so -p keeps it) and ident over IPv6."""
+    IDENT_QUERIES.clear()
+    [env], log = run_or_compare(start, ["-p", "env"], [V6_IP])
+    assert env == ipv6_env("TCP6", "::1", "::1", "REMOTEHOST=six.example.com", "REMOTEINFO=joeBloggs:xy",
+                           local_host="six.example.com")
+    assert IDENT_QUERIES and all(re.fullmatch(rb"\d+ , \d+\r\n", q) for q in IDENT_QUERIES)
+    assert re.search(r"tcpserver: ok P six.example.com:::1:PORT six.example.com:::1:joeBloggs:xy:PORT", "\n".join(log))
+
+
+def ipv6_rules(tmp_path: Path, records: dict[str, bytes], text: str) -> str:
+    """A rules cdb with IPv6 keys: from `text` by tcprules where it is ucspi-tcp-ipv6's (ucspi-tcp's takes the
+    first colon for the end of the address), else the same `records` (what that tcprules writes) by cdb -c."""
+    if ipv6_tcpserver():
+        return compile_rules(tmp_path, text)
+    data = b"".join(b"+%d,%d:%s->%s\n" % (len(k.encode()), len(v), k.encode(), v) for k, v in records.items()) + b"\n"
+    subprocess.run([need("cdb"), "-c", "-t", str(tmp_path / "tcp.tmp"), str(tmp_path / "tcp.cdb")], input=data,
+                   check=True)
+    return str(tmp_path / "tcp.cdb")
+
+
+@ipv6
+def test_tcprules_for_ipv6_and_v4_mapped_clients(start, tmp_path):
+    """An IPv6 client's keys: the address as tcpserver-ipv6 writes it, then prefixes ending in `:`; an IPv4 client
+    on the dual-stack socket is looked up as IPv4 (a `::ffff:` rule never matches)."""
+    cdb = ipv6_rules(tmp_path, {"::ffff:127.0.0.1": b"D\0", "::1": b"+WHO=six\0", "127.": b"+WHO=four\0", "": b"D\0"},
+                     '::ffff:127.0.0.1:deny\n::1:allow,WHO="six"\n127.:allow,WHO="four"\n:deny\n')
+    (six, four), log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "-x", cdb, "env"], [V6_IP, "127.0.0.1"])
+    assert six[-1] == "WHO=six" and four[-1] == "WHO=four"
+    cdb = ipv6_rules(tmp_path, {"::": b"+WHO=prefix\0", "": b"D\0"}, ':::allow,WHO="prefix"\n:deny\n')
+    (prefixed, four), log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "-x", cdb, "env"],
+                                           [V6_IP, "127.0.0.1"])
+    assert prefixed[-1] == "WHO=prefix" and four == []  # `::` is a prefix of ::1, not of an IPv4 client
+    cdb = ipv6_rules(tmp_path, {"::1": b"D\0"}, "::1:deny\n")
+    [denied], log = run_or_compare(start, ["-R", "-H", "-l", "mx.example", "-x", cdb, "env"], [V6_IP])
+    assert denied == [] and "tcpserver: deny P mx.example:::1:PORT :::1::PORT" in log
+
+
+@ipv6
+def test_submission_over_ipv6_with_swaks(start, auth_env, queue):
+    """The issue's case: `smtpfront-server ... :: PORT smtpfront-qmail`; swaks authenticates and relays over
+    IPv6 and over IPv4; Received writes the address literal as C mailfront and RFC 5321 do (`[IPv6:::1]`)."""
+    server = start(SERVER, "-v", "-R", "-H", "-l", "mx.example", str(BIN / "smtpfront-qmail"), env=auth_env,
+                   host="::")
+    for address in (V6_IP, "127.0.0.1"):
+        r = subprocess.run([need("swaks"), "--server", address, "--port", str(server.port), "--from",
+                            "demo@example.org", "--to", "someone@elsewhere.example", "--auth", "PLAIN", *credentials()],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout
+    [(_, six), (_, four)] = [m for m in queue.messages()]
+    assert b"([IPv6:::1])\n  by mx.example ([IPv6:::1])\n  with ESMTPA via TCP6;" in six
+    assert b"([127.0.0.1])\n  by mx.example ([127.0.0.1])\n  with ESMTPA via TCP;" in four
+    assert "username=demo" in server.log
 
 
 # -- the server's own resources running out (issue 19, item 11) ----------------------------------------

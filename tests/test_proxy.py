@@ -106,6 +106,32 @@ def test_client_address_comes_from_the_header(header, smtp, queue):
     assert "PROXY protocol: client 203.0.113.7 port 40123" in r.stderr
 
 
+V1_MAPPED = b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:192.0.2.1 40123 587\r\n"
+V2_MAPPED = v2(family=0x21, addresses=socket.inet_pton(socket.AF_INET6, "::ffff:203.0.113.7")
+               + socket.inet_pton(socket.AF_INET6, "::ffff:192.0.2.1") + (40123).to_bytes(2, "big")
+               + (587).to_bytes(2, "big"))
+
+
+@pytest.mark.parametrize("header", [V1_MAPPED, V2_MAPPED], ids=["v1", "v2"])
+def test_a_v4_mapped_client_is_the_ipv4_client(header, smtp, queue, tmp_path):
+    """HAProxy `bind :::587 v4v6` sends every IPv4 client as ::ffff:a.b.c.d: Received, the log and the
+    throttle see the IPv4 address (issue 19 item 6)."""
+    r = smtp(header + DIALOGUE, PROXY_PROTOCOL="1", PROTO="TCP6", TCP6REMOTEIP="2001:db8::5",
+             TCP6LOCALIP="2001:db8::1", TCP6LOCALHOST="mx.example")
+    assert r.codes == [220, 250, 250, 250, 354, 250, 221]
+    [(_, message)] = queue.messages()
+    assert message.startswith(b"Received: from c ([203.0.113.7])\n  by mx.example ([192.0.2.1])\n  with ESMTP via TCP;")
+    assert "PROXY protocol: client 203.0.113.7 port 40123" in r.stderr
+
+
+def test_an_ipv6_client_behind_an_ipv4_balancer(smtp, queue):
+    r = smtp(V1_6 + DIALOGUE, PROXY_PROTOCOL="1", TCPREMOTEIP="10.0.0.5")
+    assert r.codes[-1] == 221
+    [(_, message)] = queue.messages()
+    assert message.startswith(b"Received: from c ([IPv6:2001:db8::7])\n  by mx.example ([IPv6:2001:db8::1])\n"
+                              b"  with ESMTP via TCP6;")
+
+
 def test_local_command_keeps_the_connection_addresses(smtp, queue):
     r = smtp(v2(command=0, family=0, addresses=b"") + DIALOGUE, PROXY_PROTOCOL="1", TCPREMOTEIP="10.0.0.5")
     assert r.codes[-1] == 221

@@ -128,3 +128,10 @@ def test_missing_and_unreadable_files(tmp_path):
     truncated.write_bytes(b"\0" * 100)
     with pytest.raises(OSError):
         lookup(str(truncated), b"1.2.3.4")
+
+
+def test_keys_for_an_ipv6_client_as_tcpserver_ipv6_tries_them():
+    """The order observed with Debian's ucspi-tcp-ipv6 tcpserver for a client on 2001:db8:1:2::5 and on ::1."""
+    assert list(rule_keys(b"2001:db8:1:2::5")) == [b"2001:db8:1:2::5", b"2001:db8:1:2::", b"2001:db8:1:2:",
+                                                   b"2001:db8:1:", b"2001:db8:", b"2001:", b""]
+    assert list(rule_keys(b"::1", None, b"joe")) == [b"joe@::1", b"::1", b"::", b":", b""]

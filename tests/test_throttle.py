@@ -113,6 +113,16 @@ def test_network_keys():
     assert network_key("2001:db8::1") == network_key("2001:db8::ffff") == "net:2001:db8::/64"
 
 
+def test_v4_mapped_clients_are_their_own_ipv4_networks(tmp_path):
+    """Behind a dual-stack balancer every IPv4 client arrives as ::ffff:a.b.c.d: each is still its own /24,
+    not one /64 for all IPv4 (issue 19 item 6)."""
+    assert network_key("::ffff:198.51.100.7") == network_key("198.51.100.7") == "net:198.51.100.0/24"
+    store = Throttle(str(tmp_path))
+    assert waits(store, "::ffff:198.51.100.7", "demo", 11)[-1] is None
+    assert store.reserve("::ffff:203.0.113.9", "demo") is not None  # another IPv4 client is not locked out
+    assert store.reserve("198.51.100.8", "demo") is None  # the same network, however written
+
+
 def test_the_program_waits_refuses_and_releases(smtp, cvm_socket, tmp_path):
     env = {"CVM_SASL_PLAIN": cvm_socket["module"], "AUTH_THROTTLE_DIR": str(tmp_path), "AUTH_MAX_FAILURES": "0"}
     slow, refuse, _ = LIMITS["pair"]

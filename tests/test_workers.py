@@ -132,7 +132,7 @@ def test_the_environment_of_each_session_is_that_of_a_process_per_connection(sta
             talk(server, b"" if denied else b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.org>\r\n"
                  b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n", source=source)
         server.wait_ends(4)
-        masked = [{re.sub(r"^(TCPLOCALPORT|TCPREMOTEPORT)=\d+$", r"\1=N", line.replace(str(directory), "D"))
+        masked = [{re.sub(r"^(TCP6?LOCALPORT|TCP6?REMOTEPORT)=\d+$", r"\1=N", line.replace(str(directory), "D"))
                    for line in dumped(directory, i)} for i in range(3)]
         environments.append(masked)
         lines = [re.sub(r"(?<=[\[ ])\d{2,}(?=[] ])", "P", line) for line in server.log.splitlines()]

@@ -36,6 +36,24 @@ def _count(env: dict[str, str], name: str, default: int = 0) -> int:
     return int(value)
 
 
+def _unmapped(env: dict[str, str], proto: str) -> str:
+    """$PROTO, changed to TCP when the client is a v4-mapped `::ffff:a.b.c.d` (tcpserver -6, a dual-stack
+    socket under another server): that IPv4 client, with IPv4 TCP* addresses, for Received, the rules, the
+    throttle, the logs and the programs run (their environment is changed to match)."""
+    from .ip6 import unmap
+
+    remote = unmap(env[proto + "REMOTEIP"])
+    if ":" in remote:
+        return proto
+    for name in ("LOCALHOST", "LOCALPORT", "REMOTEHOST", "REMOTEPORT", "REMOTEINFO"):
+        if proto + name in env:
+            env["TCP" + name] = env[proto + name]
+        else:  # not a stale one left in the environment
+            env.pop("TCP" + name, None)
+    env.update(PROTO="TCP", TCPREMOTEIP=remote, TCPLOCALIP=unmap(env.get(proto + "LOCALIP", "")))
+    return "TCP"
+
+
 def _seconds(env: dict[str, str], name: str, default: float) -> float:
     """Seconds as digits with an optional fraction (no sign, exponent, inf or nan), at most MAX_SECONDS.
 
@@ -127,13 +145,20 @@ class Settings:
         """The settings for the client a PROXY header names, in place of the balancer tcpserver saw.
 
         The balancer's host name and ident answer go (see `behind_balancer` for RELAYCLIENT).
+        PROTO follows the client's address: TCP6 for IPv6, TCP for IPv4 -- a v4-mapped
+        `::ffff:a.b.c.d` (HAProxy's `bind :::587 v4v6`) included, as that IPv4 address.
         """
-        p = self.proto
+        from .ip6 import unmap
+
+        remote_ip, local_ip = unmap(remote_ip), unmap(local_ip)
+        p, old = ("TCP6" if ":" in remote_ip else "TCP"), self.proto
         environ = {name: value for name, value in self.environ.items()
-                   if name not in (p + "REMOTEHOST", p + "REMOTEINFO")}
-        environ.update({p + "REMOTEIP": remote_ip, p + "REMOTEPORT": remote_port, p + "LOCALIP": local_ip,
+                   if name not in (old + "REMOTEHOST", old + "REMOTEINFO", p + "REMOTEHOST", p + "REMOTEINFO")}
+        if old + "LOCALHOST" in self.environ:
+            environ[p + "LOCALHOST"] = self.environ[old + "LOCALHOST"]
+        environ.update({"PROTO": p, p + "REMOTEIP": remote_ip, p + "REMOTEPORT": remote_port, p + "LOCALIP": local_ip,
                         p + "LOCALPORT": local_port})
-        return self.replace(environ=environ, remote_ip=remote_ip, local_ip=local_ip, remote_host="")
+        return self.replace(environ=environ, proto=p, remote_ip=remote_ip, local_ip=local_ip, remote_host="")
 
     def behind_balancer(self) -> Settings:
         """The settings without an environment RELAYCLIENT: tcprules granted it to the balancer's address,
@@ -150,6 +175,13 @@ class Settings:
             # address on a dual-stack socket; rules and Received want tcpserver's names
             env["TCPREMOTEIP"] = env["REMOTE_ADDR"].removeprefix("::ffff:")
             env.setdefault("TCPREMOTEPORT", env.get("REMOTE_PORT", ""))
+            if ":" in env["TCPREMOTEIP"]:  # an IPv6 client: PROTO=TCP6, as tcpserver-ipv6 sets it
+                for name in ("REMOTEIP", "REMOTEPORT", "LOCALHOST"):
+                    if "TCP" + name in env:
+                        env.setdefault("TCP6" + name, env["TCP" + name])
+                env["PROTO"] = proto = "TCP6"
+        if ":" in env.get(proto + "REMOTEIP", ""):
+            proto = _unmapped(env, proto)
 
         def ucspi(name: str) -> str:
             return env.get(proto + name, "")

@@ -8,8 +8,10 @@ come back lower-cased, with any character other than a-z, 0-9, `-` and `_`
 written as a backslash and three octal digits.
 
 `name4` gives the PTR name of an address ("" when there is none, None when the
-look-up failed); `ip4` the A records of a name.  Both are called in a child,
-per connection, as tcpserver does.
+look-up failed); `ip4` the A records of a name.  `name6` and `ip6` are their
+IPv6 forms, as ucspi-tcp-ipv6's tcpserver asks them: the PTR under ip6.arpa
+(in-addr.arpa for a v4-mapped address), and AAAA then A records (the A ones
+v4-mapped).  All are called in a child, per connection, as tcpserver does.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 TIMEOUTS = (1, 3, 11, 45)
 TCP_TIMEOUT = 10
-PTR, A = 12, 1
+PTR, A, AAAA = 12, 1, 28
 MAX_NAME = 255  # octets in wire form (RFC 1035 2.3.4)
 CLASS_IN = b"\0\1"
 
@@ -312,3 +314,41 @@ def ip4(name: str, servers: list[str]) -> list[str]:
         return [".".join(map(str, packet[pos : pos + 4])) for pos, length in _answers(packet, A) if length == 4]
     except IndexError:
         raise DNSError("malformed answer") from None
+
+
+def name6(ip: str, servers: list[str]) -> str:
+    """The host name for an IPv6 address (PTR under ip6.arpa; a v4-mapped one as name4), "" when it has none."""
+    from .ip6 import MAPPED, pack
+
+    packed = pack(ip)
+    if packed[:12] == MAPPED:
+        return name4(".".join(map(str, packed[12:])), servers)
+    nibbles = ".".join(reversed(packed.hex()))
+    packet = resolve(servers, encode_name(nibbles + ".ip6.arpa"), PTR)
+    try:
+        for pos, _ in _answers(packet, PTR):
+            return to_dot(read_name(packet, pos)[0])
+    except IndexError:
+        raise DNSError("malformed answer") from None
+    return ""
+
+
+def ip6(name: str, servers: list[str]) -> list[str]:
+    """The addresses of a name as ucspi-tcp-ipv6 writes them: its AAAA records, then its A records v4-mapped
+    (an address literal stands for itself); DNSError when a look-up failed."""
+    from .ip6 import MAPPED, fmt, pack
+
+    try:
+        return [fmt(pack(name))]
+    except ValueError:
+        pass
+    qname = encode_name(name)
+    found = []
+    for qtype, size in ((AAAA, 16), (A, 4)):
+        packet = resolve(servers, qname, qtype)
+        try:
+            found += [fmt(packet[pos : pos + 16] if size == 16 else MAPPED + packet[pos : pos + 4])
+                      for pos, length in _answers(packet, qtype) if length == size]
+        except IndexError:
+            raise DNSError("malformed answer") from None
+    return found

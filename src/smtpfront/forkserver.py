@@ -1,15 +1,17 @@
 """smtpfront-server: tcpserver's job, with the smtpfront programs loaded once.
 
-    smtpfront-server [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ]
-        [ -g gid ] [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program [arg ...]
+    smtpfront-server [ -461UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ]
+        [ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] [ -I interface ] host port program [arg ...]
 
 A drop-in for the `tcpserver` line of a run script: the same options with the
-same meaning (ucspi-tcp 0.88), the same environment for the program, the same
-tcprules cdb, the same `-v` log lines.  The difference is inside: when PROGRAM
-is one of the smtpfront programs, the server imports it once, before the first
-connection, and each connection's child runs it in the forked process instead
-of starting a new interpreter.  Any other PROGRAM is executed, as tcpserver
-does.
+same meaning, the same environment for the program, the same tcprules cdb, the
+same `-v` log lines -- as Debian's ucspi-tcp-ipv6 (ucspi-tcp 0.88 with the
+IPv6 patch) has them: host `0` listens on IPv6 and IPv4 at once, an IPv6
+client gets PROTO=TCP6, and every TCP* variable comes with its TCP6* twin.
+The difference is inside: when PROGRAM is one of the smtpfront programs, the
+server imports it once, before the first connection, and each connection's
+child runs it in the forked process instead of starting a new interpreter.
+Any other PROGRAM is executed, as tcpserver does.
 
 Every line the server itself logs starts `tcpserver: `, as tcpserver's do, so
 that log parsers keep working; only the command-line complaints name
@@ -31,9 +33,9 @@ from .programs import FRONT_ENDS
 PREFIX = b"tcpserver: "
 DROP = b"tcpserver: warning: dropping connection, "
 FATAL = b"tcpserver: fatal: "
-OPTIONS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoOn:"  # tcpserver's getopt string, and -n
-USAGE = ("usage: smtpfront-server [ -1UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] "
-         "[ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] host port program")
+OPTIONS = "dDvqQhHrR1UXx:t:u:g:l:b:B:c:pPoO46I:n:"  # ucspi-tcp-ipv6 tcpserver's getopt string, and -n
+USAGE = ("usage: smtpfront-server [ -461UXpPhHrRoOdDqQv ] [ -c limit ] [ -x rules.cdb ] [ -B banner ] [ -g gid ] "
+         "[ -u uid ] [ -b backlog ] [ -l localname ] [ -t timeout ] [ -I interface ] host port program")
 
 # The programs run in the forked child instead of being executed: name -> back end.
 IN_PROCESS = frozenset(("mailfront", *FRONT_ENDS))
@@ -75,6 +77,9 @@ class Options:
         self.delay = True  # -d / -D
         self.print_port = False  # -1
         self.sessions = 1  # -n: sessions a process serves (see workers)
+        self.ipv4_only = False  # -4: an IPv4 socket
+        self.force_v6 = False  # -6: PROTO=TCP6 and v4-mapped TCP* addresses for IPv4 clients too
+        self.interface = ""  # -I: the scope of a link-local address to listen on
         self.host = ""
         self.port = ""
         self.program: list[str] = []
@@ -121,7 +126,7 @@ FLAGS = {"d": ("delay", True), "D": ("delay", False), "v": ("verbosity", 2), "q"
          "Q": ("verbosity", 1), "h": ("remote_host", True), "H": ("remote_host", False), "r": ("remote_info", True),
          "R": ("remote_info", False), "p": ("paranoid", True), "P": ("paranoid", False),
          "o": ("kill_ip_options", False), "O": ("kill_ip_options", True), "1": ("print_port", True),
-         "X": ("allow_no_rules", True)}
+         "X": ("allow_no_rules", True), "4": ("ipv4_only", True), "6": ("force_v6", True)}
 # flag -> (option, smallest value) for the numbers
 NUMBERS = {"c": ("limit", 1), "b": ("backlog", 0), "t": ("timeout", 0), "u": ("uid", 0), "g": ("gid", 0),
            "n": ("sessions", 1)}
@@ -143,6 +148,8 @@ def _apply(o: Options, flag: str, value: str, environ: dict[bytes, bytes]) -> No
         o.banner = value.encode("utf-8", "surrogateescape")
     elif flag == "l":
         o.local_name = value.encode("utf-8", "surrogateescape")
+    elif flag == "I":
+        o.interface = value
 
 
 # -- messages ------------------------------------------------------------------
@@ -177,8 +184,9 @@ def error_text(e: OSError) -> bytes:
 
 
 def safe(text: bytes) -> bytes:
-    """tcpserver's safecats: printable ASCII but `%` and `:`, at most 100 bytes, then `...`."""
-    out = bytes(c if 33 <= c <= 126 and c not in b"%:" else 63 for c in text[:100])
+    """ucspi-tcp-ipv6 tcpserver's safecats: printable ASCII but `%` (`:` stays, for IPv6 addresses),
+    at most 100 bytes, then `...`."""
+    out = bytes(c if 33 <= c <= 126 and c != 37 else 63 for c in text[:100])
     return out + b"..." if len(text) >= 100 else out
 
 
@@ -213,10 +221,13 @@ class Connection:
         self.options = options
         self.environ = environ
         self.log = log
-        self.remote_ip = remote[0].encode()
+        self.remote_ip6 = _fmt(remote[0])  # the TCP6* form, ::ffff:a.b.c.d for an IPv4 client
+        # an IPv4 client gets PROTO=TCP and IPv4 TCP* addresses, unless -6
+        self.v4 = self.remote_ip6.startswith(b"::ffff:") and not options.force_v6
+        self.remote_ip = remote[0].removeprefix("::ffff:").encode() if self.v4 else self.remote_ip6
         self.remote_port = b"%d" % remote[1]
         self.local_port = b"%d" % local_port
-        self.local_ip = b""
+        self.local_ip = self.local_ip6 = b""
         self.local_host = options.local_name
         self.remote_host: bytes | None = None
         self.remote_info: bytes | None = None
@@ -249,59 +260,65 @@ class Connection:
             except OSError as e:
                 self.drop(b"unable to print banner: " + error_text(e))
         try:
-            self.local_ip = self.sock.getsockname()[0].encode()
+            local = self.sock.getsockname()[0]
         except OSError as e:
             self.drop(b"unable to get local address: " + error_text(e))
+        self.local_ip6 = _fmt(local)
+        self.local_ip = local.removeprefix("::ffff:").encode() if self.v4 else self.local_ip6
         if self.local_host is None:
-            self.local_host = self._name(self.local_ip)
+            self.local_host = self._name(self.local_ip6)
         if o.remote_host:
-            self.remote_host = self._name(self.remote_ip)
+            self.remote_host = self._name(self.remote_ip6)
             if self.remote_host is not None and o.paranoid:
-                from .dnsname import DNSError, ip4
+                from .dnsname import DNSError, ip6
 
                 try:
-                    addresses = ip4(self.remote_host.decode("latin-1"), self.servers())
+                    addresses = ip6(self.remote_host.decode("latin-1"), self.servers())
                 except DNSError:
                     addresses = []
-                if self.remote_ip.decode() not in addresses:
+                if self.remote_ip6.decode() not in addresses:
                     self.remote_host = None
         if o.remote_info:
             from .ident import remote_info
+            from .ip6 import unmap
 
-            self.remote_info = remote_info(self.remote_ip.decode(), int(self.remote_port), self.local_ip.decode(),
-                                           int(self.local_port), o.timeout)
-        changes: list[tuple[bytes, bytes | None]] = [
-            (b"PROTO", b"TCP"), (b"TCPLOCALIP", self.local_ip), (b"TCPLOCALPORT", self.local_port),
-            (b"TCPLOCALHOST", self.local_host), (b"TCPREMOTEIP", self.remote_ip),
-            (b"TCPREMOTEPORT", self.remote_port), (b"TCPREMOTEHOST", self.remote_host),
-            (b"TCPREMOTEINFO", self.remote_info),
-        ]
+            self.remote_info = remote_info(unmap(self.remote_ip6.decode()), int(self.remote_port),
+                                           unmap(self.local_ip6.decode()), int(self.local_port), o.timeout)
+        changes: list[tuple[bytes, bytes | None]] = [(b"PROTO", b"TCP" if self.v4 else b"TCP6")]
+        for name, value in ((b"LOCALIP", self.local_ip), (b"LOCALPORT", self.local_port),
+                            (b"LOCALHOST", self.local_host), (b"REMOTEIP", self.remote_ip),
+                            (b"REMOTEPORT", self.remote_port), (b"REMOTEHOST", self.remote_host),
+                            (b"REMOTEINFO", self.remote_info)):
+            changes.append((b"TCP" + name, value))  # each TCP* with its TCP6* twin, in tcpserver-ipv6's order
+            changes.append((b"TCP6" + name, self.local_ip6 if name == b"LOCALIP" else
+                            self.remote_ip6 if name == b"REMOTEIP" else value))
         deny = False
         if o.rules is not None:
             deny, variables = self.rules(o.rules)
             changes += [(name, value) for name, value in variables if name]
         if verbose:
             self.log(PREFIX + (b"deny " if deny else b"ok ") + pid + b" " + safe(self.local_host or b"") + b":"
-                     + safe(self.local_ip) + b":" + safe(self.local_port) + b" " + safe(self.remote_host or b"")
-                     + b":" + safe(self.remote_ip) + b":" + safe(self.remote_info or b"") + b":"
+                     + safe(self.local_ip6) + b":" + safe(self.local_port) + b" " + safe(self.remote_host or b"")
+                     + b":" + safe(self.remote_ip6) + b":" + safe(self.remote_info or b"") + b":"
                      + safe(self.remote_port))
         return deny, changes
 
     def _name(self, ip: bytes) -> bytes | None:
         """The PTR name; None when there is none or the look-up failed (tcpserver does not say which)."""
-        from .dnsname import DNSError, name4
+        from .dnsname import DNSError, name6
 
         try:
-            name = name4(ip.decode(), self.servers())
+            name = name6(ip.decode(), self.servers())
         except DNSError:
             return None
         return name.encode("latin-1") or None
 
     def rules(self, path: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
+        from .ip6 import unmap
         from .tcprules import instructions, lookup
 
-        try:
-            found = lookup(path, self.remote_ip, self.remote_host, self.remote_info)
+        try:  # an IPv4 client's keys are IPv4 ones, even with -6 (tcprules(1) of ucspi-tcp-ipv6)
+            found = lookup(path, unmap(self.remote_ip6.decode()).encode(), self.remote_host, self.remote_info)
         except OSError as e:
             if not (isinstance(e, FileNotFoundError) and self.options.allow_no_rules):  # -X: no file, no rules
                 self.drop(b"unable to read " + path.encode("utf-8", "surrogateescape") + b": " + error_text(e))
@@ -311,6 +328,13 @@ class Connection:
     def drop(self, why: bytes) -> None:
         self.log.error(DROP + why)
         posix._exit(111)
+
+
+def _fmt(ip: str) -> bytes:
+    """An address from the socket (IPv4 from a -4 socket, else IPv6) as ucspi-tcp-ipv6 writes it."""
+    from .ip6 import fmt, pack
+
+    return fmt(pack(ip)).encode()
 
 
 # -- running PROGRAM --------------------------------------------------------------
@@ -425,19 +449,28 @@ class Server:
         posix._exit(111)
 
     def bind(self) -> None:
-        o = self.options
-        host = "0.0.0.0" if o.host in ("", "0") else o.host
-        if not all(c in "0123456789." for c in host):
-            from .dnsname import DNSError, ip4, resolvers
+        import errno
 
+        from .ip6 import MAPPED, fmt, pack
+
+        o = self.options
+        host = o.host
+        if host in ("", "0", "::"):  # "::": the real one says "no IP address" for it; we take it as "0"
+            address = bytes(16)
+        else:
             try:
-                addresses = ip4(host, resolvers(self.environ))
-            except DNSError as e:
-                self.fatal(b"temporarily unable to figure out IP address for " + host.encode() + b": "
-                           + error_text(e))
-            if not addresses:
-                self.fatal(b"no IP address for " + host.encode())
-            host = addresses[0]
+                address = pack(host)
+            except ValueError:
+                from .dnsname import DNSError, ip6, resolvers
+
+                try:
+                    addresses = ip6(host, resolvers(self.environ))
+                except DNSError as e:
+                    self.fatal(b"temporarily unable to figure out IP address for " + host.encode() + b": "
+                               + error_text(e))
+                if not addresses:
+                    self.fatal(b"no IP address for " + host.encode())
+                address = pack(addresses[0])
         if o.port.isdigit():
             port = int(o.port) & 0xFFFF
         else:
@@ -446,12 +479,29 @@ class Server:
             except OSError:
                 self.fatal(b"unable to figure out port number for " + o.port.encode())
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            scope = socket.if_nametoindex(o.interface) if o.interface else 0
+        except OSError:  # as tcpserver-ipv6: an unknown interface is no scope
+            scope = 0
+        sock = None
+        if not o.ipv4_only:
+            try:
+                sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            except OSError:  # a kernel without IPv6: as tcpserver-ipv6, IPv4 it is
+                pass
+        try:
+            if sock is None:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         except OSError as e:
             self.fatal(b"unable to create socket: " + error_text(e))
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # host 0: IPv6 and IPv4 clients
+                sock.bind((fmt(address), port, 0, scope))
+            elif address[:12] == MAPPED or address == bytes(16):
+                sock.bind((".".join(map(str, address[12:])) if address[:12] == MAPPED else "0.0.0.0", port))
+            else:
+                raise OSError(errno.EADDRNOTAVAIL, "")  # an IPv6 address on an IPv4 socket
         except OSError as e:
             self.fatal(b"unable to bind: " + error_text(e))
         self.local_port = sock.getsockname()[1]
@@ -643,6 +693,7 @@ def main(argv: list[str] | None = None) -> int:
                       + f" here ({type(e).__name__}: {e}); running it as a program".encode("utf-8", "replace"))
             server.in_process = None
     # what every child uses, imported once here and shared: dnsname and ident import socket (about 10 ms a child)
+    from . import ip6  # noqa: F401 - every child writes its addresses with it
     if options.remote_host or options.local_name is None:
         from . import dnsname  # noqa: F401
     if options.remote_info:

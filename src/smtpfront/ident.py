@@ -4,8 +4,8 @@ tcpserver connects from its local address to port 113 of the client, sends
 `REMOTEPORT , LOCALPORT`, and keeps what follows the third colon of the first
 line of the answer, without spaces, tabs and CRs, at most 257 bytes
 (ucspi-tcp 0.88 `remoteinfo.c`), up to a NUL (the C string tcpserver puts in
-the environment ends there; putenv takes none).  One deadline covers the
-whole exchange.  An
+the environment ends there; putenv takes none); over IPv6 for an IPv6 client,
+as ucspi-tcp-ipv6 asks it.  One deadline covers the whole exchange.  An
 answer with fewer than three colons (`... : ERROR : NO-USER`) gives an empty
 value, which is still set; a failure (refused, timed out, closed early) leaves
 the variable unset.
@@ -25,7 +25,7 @@ def remote_info(remote_ip: str, remote_port: int, local_ip: str, local_port: int
 
     deadline = time.monotonic() + timeout
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        with socket.socket(socket.AF_INET6 if ":" in remote_ip else socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((local_ip, 0))
             s.settimeout(timeout)
             s.connect((remote_ip, PORT))

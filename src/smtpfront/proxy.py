@@ -125,5 +125,5 @@ def read_header(transport, settings, log):
     if addresses is not None:
         settings = settings.proxied(addresses.remote_ip, addresses.remote_port, addresses.local_ip,
                                     addresses.local_port)
-        log.note(f"PROXY protocol: client {addresses.remote_ip} port {addresses.remote_port}")
+        log.note(f"PROXY protocol: client {settings.remote_ip} port {addresses.remote_port}")
     return settings, data[size:]

@@ -8,6 +8,7 @@ found (ucspi-tcp 0.88 `rules.c`, and tcprules(1) ADDRESSES):
     INFO@IP, INFO@=HOST       when $TCPREMOTEINFO (and $TCPREMOTEHOST) is set
     IP, =HOST
     1.2.3.  1.2.  1.          shorter and shorter prefixes of the IP ending in a dot
+    2001:db8::  2001:db8:     (an IPv6 client, as ucspi-tcp-ipv6 writes it: ending in a colon)
     =.b.example  =.example    shorter and shorter suffixes of the host, starting with a dot
     =                         when $TCPREMOTEHOST is set
     (the empty key)
@@ -30,7 +31,7 @@ def rule_keys(ip: bytes, host: bytes | None = None, info: bytes | None = None) -
     if host is not None:
         yield b"=" + host
     for end in range(len(ip), 0, -1):
-        if ip[end - 1 : end] == b".":
+        if ip[end - 1 : end] in (b".", b":"):
             yield ip[:end]
     if host is not None:
         for start in range(len(host)):

@@ -40,6 +40,10 @@ KEEP = 64  # stamps kept per key: more than any refusal needs
 
 def network_key(ip: str) -> str:
     if ":" in ip:
+        from .ip6 import unmap
+
+        ip = unmap(ip)  # ::ffff:a.b.c.d is that IPv4 client, in its own /24: not every IPv4 client in one /64
+    if ":" in ip:
         import ipaddress
 
         try:
