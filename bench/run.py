@@ -618,6 +618,28 @@ def bounds_bench(setup: Setup) -> None:
         print(f"  {name:30} {peak_rss([str(BIN / 'smtpfront-qmail')], data, env) / 1024:5.1f} MB")
 
 
+def qmqp_package(recipients: int) -> bytes:
+    def ns(data: bytes) -> bytes:
+        return b"%d:%s," % (len(data), data)
+
+    return ns(ns(b"Subject: bench\n\nbody\n") + ns(b"a@b.example")
+              + b"".join(ns(b"user%d@example.org" % i) for i in range(recipients)))
+
+
+def qmqp_bench(setup: Setup, recipients: int = 200_000, runs: int = 3) -> None:
+    """One QMQP package with many recipients (issue 19: a million took 169 MB and 9 s of CPU): peak RSS and wall
+    time, ours (at most 1,000 taken, the rest read and dropped) and C's (all taken)."""
+    data = qmqp_package(recipients)
+    env = {**setup.env, "RELAYCLIENT": ""}
+    programs = {"smtpfront": [str(BIN / "qmqpfront-qmail")]}
+    if c_available("/usr/sbin/qmqpfront-qmail"):
+        programs["C mailfront"] = ["/usr/sbin/qmqpfront-qmail"]
+    times = interleaved(session_cases(programs, data, env), runs)
+    print(f"a QMQP package of {recipients:,} recipients ({len(data) / 1e6:.1f} MB):")
+    for name, argv in programs.items():
+        print(f"  {name:12} {peak_rss(argv, data, env) / 1024:6.1f} MB peak, {spread(times[name], 1, 2, ' s')}")
+
+
 SCENARIOS = {
     "session": session_bench,
     "tcp": tcp_bench,
@@ -627,6 +649,7 @@ SCENARIOS = {
     "bounds": bounds_bench,
     "throughput": throughput_bench,
     "bdat": bdat_bench,
+    "qmqp": qmqp_bench,
 }
 
 

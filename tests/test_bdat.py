@@ -142,10 +142,10 @@ def test_bdat_message_is_queued_as_data_would_be(smtp, queue):
     assert env1 == env2 and msg1.split(b"\n", 3)[3] == msg2.split(b"\n", 3)[3]  # all but the Received: dates
 
 
-def test_bdat_checks_databytes_before_storing_and_the_message_after(smtp, queue):
+def test_bdat_checks_databytes_and_maxhops_as_data_does(smtp, queue):
     r = smtp(ENVELOPE + b"BDAT 40\r\n" + b"x" * 40 + b"BDAT 30 LAST\r\n" + b"y" * 30 + b"QUIT\r\n", DATABYTES="50")
     assert r.lines[-3:] == ["250 2.0.0 40 octets received.",
-                            "552 5.2.3 The message would exceed the maximum message size.", "221 2.0.0 Good bye."]
+                            "552 5.2.3 Sorry, that message exceeds the maximum message length.", "221 2.0.0 Good bye."]
     hops = b"".join(b"Received: x\r\n" for _ in range(3)) + b"\r\nbody\r\n"
     r = smtp(ENVELOPE + bdat(hops, [10]) + b"QUIT\r\n", MAXHOPS="2")
     assert r.reply_to(-2) == "554 5.6.0 This message is looping, too many hops."
@@ -203,6 +203,37 @@ def test_the_c_program_does_not_offer_chunking(base_env):
 
     r = run_program(C_QMAIL, b"EHLO c\r\n" + ENVELOPE + b"BDAT 3 LAST\r\n", base_env)
     assert "250-CHUNKING" not in r.lines and r.lines[-1] == "500 5.5.1 Not implemented."
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_a_bare_cr_ending_a_chunk_before_an_empty_last_one_is_not_dropped(normalize):
+    """`BDAT 3` `ab<CR>` then `BDAT 0 LAST`: the CR waited for an LF that never came; it is a bare CR, as DATA
+    would have it (refused, or a line end with DATA_BARE_EOL=normalize), never silently dropped."""
+    for cuts in ([], list(range(200))):
+        events, replies = run_engine(ENVELOPE + b"BDAT 3\r\nab\rBDAT 0 LAST\r\n", cuts, normalize)
+        [last] = [e for e in events if isinstance(e, smtp.ChunkEnd) and e.last]
+        assert last.bare_eol
+        if normalize:
+            assert stored(events) == b"ab\n"
+
+
+def test_databytes_counts_the_same_octets_for_bdat_and_data(smtp, queue):
+    """DATABYTES is the stored size (LF line ends) for both: a message DATA takes, BDAT takes (its CRLFs make
+    it larger on the wire), and one octet less refuses both with the same reply."""
+    limit = len(MESSAGE.replace(b"\r\n", b"\n"))
+    for databytes, last in ((limit, "250 2.6.0 "), (limit - 1, "552 5.2.3 Sorry, that message exceeds the maximum"
+                                                                " message length.")):
+        by_data = smtp(ENVELOPE + data(MESSAGE) + b"QUIT\r\n", DATABYTES=str(databytes))
+        by_bdat = smtp(ENVELOPE + bdat(MESSAGE, [20]) + b"QUIT\r\n", DATABYTES=str(databytes))
+        assert by_data.reply_to(-2).startswith(last) and by_bdat.reply_to(-2).startswith(last), databytes
+    assert len(queue.messages()) == 2
+
+
+def test_an_empty_first_chunk_starts_the_message_once(smtp, queue):
+    r = smtp(ENVELOPE + b"BDAT 0\r\nBDAT 0\r\n" + bdat(MESSAGE, [3]) + b"QUIT\r\n")
+    assert r.reply_to(-2).startswith("250 2.6.0 ")
+    [(_, message)] = queue.messages()
+    assert message.endswith(MESSAGE.replace(b"\r\n", b"\n"))
 
 
 def test_bdat_commands_are_logged(smtp, queue):

@@ -78,3 +78,18 @@ def test_ipv6_names_and_addresses_as_tcpserver_ipv6_asks_them():
     assert ip6("2001:DB8:0:1:1:1:1:1", [NOBODY]) == ["2001:db8::1:1:1:1:1"]  # a literal, as tcpserver-ipv6 writes it
     assert ip6("192.0.2.9", [NOBODY]) == ["::ffff:192.0.2.9"]
     assert ip6("nothing.example", SERVERS) == []
+
+
+def test_a_name_longer_than_255_octets_is_an_error():
+    """As djbdns' dns_packet_getname: tcpserver then sets no TCPREMOTEHOST (a PTR answer may say anything)."""
+    def wire(*sizes: int) -> bytes:
+        return b"".join(bytes([n]) + b"a" * n for n in sizes) + b"\0"
+
+    longest = wire(63, 63, 63, 61)  # 255 octets
+    assert len(longest) == 255 and dnsname.read_name(longest, 0) == ([b"a" * 63] * 3 + [b"a" * 61], 255)
+    with pytest.raises(DNSError, match="name too long"):
+        dnsname.read_name(wire(63, 63, 63, 62), 0)
+    # pointers don't make a name longer than its labels: one too many is still too many
+    packet = wire(63, 63) + bytes([63]) + b"a" * 63 + bytes([63]) + b"a" * 63 + b"\xc0\x00"
+    with pytest.raises(DNSError, match="name too long"):
+        dnsname.read_name(packet, 129)

@@ -250,3 +250,145 @@ def test_qmail_queue_wait_without_pidfd(hang, monkeypatch, fake_queue, queue):
         assert reply.text == "4.3.0 qmail-queue timed out." and queue.messages() == []
     else:
         assert reply.code == 250 and len(queue.messages()) == 1
+
+
+# -- more checks that cannot be made (issue 19, item 11) ---------------------------------------------------
+
+def corrupt_cdb(path) -> None:
+    """A cdb whose every hash table lies past the end of the file: opened fine, no lookup can be read."""
+    path.write_bytes(b"".join((4096).to_bytes(4, "little") + (2).to_bytes(4, "little") for _ in range(256)))
+
+
+@pytest.mark.parametrize("fault", ["badrcptto a directory", "rcpthosts a directory", "morercpthosts.cdb truncated",
+                                   "morercpthosts.cdb tables past its end"])
+def test_a_recipient_check_that_cannot_be_made_is_451(smtp, qmail_home, queue, fault):
+    control = qmail_home / "control"
+    if fault.endswith("a directory"):
+        name = fault.split()[0]
+        (control / name).unlink()
+        (control / name).mkdir()  # exists; reading it fails (EISDIR), even for root
+    elif fault.endswith("truncated"):
+        (control / "morercpthosts.cdb").write_bytes(b"\0" * 100)
+    else:
+        corrupt_cdb(control / "morercpthosts.cdb")
+    for extra in ({}, {"RELAYCLIENT": ""}):  # an acceptance by relayclient does not outweigh it
+        r = smtp(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@elsewhere.example>\r\nDATA\r\n", **extra)
+        assert r.lines[2:] == ["451 4.3.0 Could not read a control file.", "503 5.5.1 You must send RCPT TO: first"]
+        assert "smtpfront: cannot check recipient: " in r.stderr
+    assert queue.messages() == []
+
+
+def test_a_rule_switching_patterns_to_an_unreadable_file_is_451(smtp, tmp_path, queue):
+    good = tmp_path / "patterns"
+    good.write_text("/nothing matches this*\n")
+    (tmp_path / "unreadable").mkdir()
+    rules = tmp_path / "rules"
+    rules.write_text(f"n*@switch.example:*::::PATTERNS={tmp_path}/unreadable\n")
+    message = b"RCPT TO:<y@example.org>\r\n" + MESSAGE
+    r = smtp(b"MAIL FROM:<a@switch.example>\r\n" + message + b"MAIL FROM:<a@other.example>\r\n" + message,
+             PATTERNS=str(good), MAILRULES=str(rules), MAILRULES_CACHE=str(tmp_path))
+    assert r.lines[3] == "451 4.3.0 Could not open $PATTERNS file"
+    assert r.lines[-1].startswith("250 2.6.0 ")  # the next message, without the rule, is checked and taken
+    assert f"smtpfront: PATTERNS: {tmp_path}/unreadable: Is a directory" in r.stderr
+    assert len(queue.messages()) == 1
+
+
+@pytest.mark.parametrize("form", ["text", "cdb"])
+def test_a_missing_sender_login_map_is_451_with_a_log_line(smtp, tmp_path, cvm_socket, queue, form):
+    """A missing .cdb map refused every sender (553: not owned) and said nothing; now as the text form."""
+    missing = tmp_path / ("owners.cdb" if form == "cdb" else "owners")
+    r = smtp(b"AUTH PLAIN " + PLAIN_OK + b"\r\nMAIL FROM:<demo@b.example>\r\n",
+             SENDER_LOGIN_MAP=str(missing), CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.lines[-1] == "451 4.3.0 Could not read a control file."
+    assert f"smtpfront: SENDER_LOGIN_MAP: {missing}: file not found" in r.stderr
+
+
+def test_a_sender_login_map_cdb_owns_and_a_corrupt_one_is_451(smtp, tmp_path, cvm_socket):
+    from test_cdb import make_cdb
+
+    owners = tmp_path / "owners.cdb"
+    make_cdb(owners, {b"demo@b.example": b"other,Demo", b"@c.example": b"demo", b"x@b.example": b"other"})
+    env = {"SENDER_LOGIN_MAP": str(owners), "CVM_SASL_PLAIN": cvm_socket["module"]}
+    r = smtp(b"AUTH PLAIN " + PLAIN_OK + b"\r\n" + b"".join(b"MAIL FROM:<%s>\r\n" % a for a in (
+        b"demo@b.example", b"anyone@c.example", b"x@b.example", b"")), **env)
+    assert r.codes[1:] == [235, 250, 250, 553, 553]
+    corrupt_cdb(owners)
+    r = smtp(b"AUTH PLAIN " + PLAIN_OK + b"\r\nMAIL FROM:<demo@b.example>\r\n", **env)
+    assert r.lines[-1] == "451 4.3.0 Could not read a control file." and "SENDER_LOGIN_MAP" in r.stderr
+
+
+# qmail-queue stand-ins that take no part of the message: one never exits, one exits 0 once its envelope pipe
+# is closed (as a qmail-queue would that read nothing, saw the end of its envelope and claimed success)
+NEVER_READS = {"hangs": "exec sleep 600\n",
+               "exits 0": "exec python3 -c 'import select; select.select([1], [], []); raise SystemExit(0)'\n"}
+
+
+@pytest.mark.parametrize("child", NEVER_READS)
+def test_qmail_queue_alive_but_not_reading(base_env, tmp_path, queue, child):
+    """The message fills the pipe; after QMAILQUEUE_TIMEOUT without a read the message is refused."""
+    big = b"DATA\r\n" + (b"y" * 998 + b"\r\n") * 300 + b".\r\nQUIT\r\n"  # 300 kB: more than a pipe holds
+    r = run_program("smtpfront-qmail", ENVELOPE + big, {
+        **base_env, "QMAILQUEUE": stand_in(tmp_path, "qq", NEVER_READS[child]), "QMAILQUEUE_TIMEOUT": "1"},
+        timeout=120)  # a second or two of QMAILQUEUE_TIMEOUT; the bound is for a loaded machine
+    expected = {"hangs": "451 4.3.0 qmail-queue timed out.", "exits 0": "451 4.3.0 Writing data to qmail-queue failed."}
+    assert r.lines[-2:] == [expected[child], "221 2.0.0 Good bye."]
+    assert queue.messages() == [] and "Traceback" not in r.stderr
+
+
+def without_dac_override(argv: list[str]) -> list[str]:
+    """Run as root without the capabilities that ignore file modes, so that a mode refuses root too; a user
+    is refused by modes anyway."""
+    import os
+
+    if os.geteuid() != 0:
+        return argv
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", "--bounding-set", caps, "--inh-caps", caps, *argv]
+
+
+def test_queuedir_whose_directory_cannot_be_synced_after_the_link(base_env, tmp_path):
+    """new/ may be written (the link is made) but not opened to be synced: the message is not taken, and the
+    link is taken back, so that no reader of new/ picks up a message whose directory entry may not last."""
+    root = tmp_path / "q"
+    (root / "tmp").mkdir(parents=True)
+    (root / "new").mkdir(mode=0o333)
+    (root / "new").chmod(0o333)  # write and search, no read: link() works, open() for the fsync does not
+    r = subprocess.run(without_dac_override([str(BIN / "smtpfront-queuedir")]), input=ENVELOPE + MESSAGE,
+                       env={**base_env, "QUEUEDIR": str(root), "RELAYCLIENT": ""}, capture_output=True, timeout=30)
+    LOGS.append(("queuedir", r.stderr.decode()))
+    assert r.stdout.split(b"\r\n")[-2] == b"451 4.3.0 Error writing queue file"
+    assert b"smtpfront: queuedir: cannot queue " in r.stderr and b"Permission denied" in r.stderr
+    (root / "new").chmod(0o755)
+    assert list((root / "new").iterdir()) == [] and list((root / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(("program", "partial"), [("qmqpfront-qmail", b"100:5:hello,"),
+                                                  ("qmtpfront-qmail", b"100:\nhello")])
+def test_qmqp_and_qmtp_time_out_without_taking_anything(base_env, queue, program, partial):
+    proc = subprocess.Popen([str(BIN / program)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**base_env, "TIMEOUT": "1"})
+    proc.stdin.write(partial)
+    proc.stdin.flush()  # and the input stays open: the client is silent, not gone
+    try:
+        proc.wait(timeout=60)
+    finally:
+        proc.stdin.close()
+    out, err = proc.stdout.read(), proc.stderr.read().decode()
+    proc.stdout.close()
+    proc.stderr.close()
+    LOGS.append((program, err))
+    assert proc.returncode == 1 and out == b""
+    assert "smtpfront: timed out" in err
+    assert queue.messages() == []
+
+
+@pytest.mark.parametrize("oversize", ["login", "password", "request"])
+def test_credentials_a_cvm_request_cannot_carry_are_refused(smtp, cvm_socket, queue, oversize):
+    """A CVM credential is at most 255 octets and a request 512: what can't be sent is no valid login (535),
+    never sent cut short, and the session goes on."""
+    login, password = {"login": ("d" * 256, PASSWORD), "password": (DEMO, "p" * 256),
+                       "request": ("d" * 200 + "@" + "e" * 100, "p" * 250)}[oversize]
+    plain = base64.b64encode(f"\0{login}\0{password}".encode())
+    r = smtp(b"AUTH PLAIN " + plain + b"\r\nAUTH PLAIN " + PLAIN_OK + b"\r\n", CVM_SASL_PLAIN=cvm_socket["module"])
+    assert r.lines[1:] == ["535 5.7.8 Authentication credentials invalid.", "235 2.7.0 Authentication succeeded."]
+    assert "SASL AUTH PLAIN failed" in r.stderr and "Traceback" not in r.stderr

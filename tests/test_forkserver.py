@@ -49,12 +49,13 @@ class Ucspi:
     """A running tcpserver or smtpfront-server on 127.0.0.1, on the port it chose (-1)."""
 
     def __init__(self, binary: str, options: list[str], program: list[str], env: dict[str, str],
-                 log_path: Path, host: str = "127.0.0.1") -> None:
+                 log_path: Path, host: str = "127.0.0.1", preexec_fn=None) -> None:
         self.log_path = log_path
         self.host = "::1" if host in ("0", "::") else host
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen([binary, "-1", *options, host, "0", *program], env=env,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log)
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                         preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
         assert line.strip().isdigit(), (line, self.log)
         self.port = int(line)
@@ -112,9 +113,9 @@ def start(tmp_path):
     servers: list[Ucspi] = []
 
     def run(binary: str, *args: str, env: dict[str, str], program: list[str] | None = None,
-            host: str = "127.0.0.1") -> Ucspi:
+            host: str = "127.0.0.1", preexec_fn=None) -> Ucspi:
         options, program = (list(args[:-1]), [args[-1]]) if program is None else (list(args), program)
-        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log", host)
+        server = Ucspi(binary, options, program, env, tmp_path / f"server{len(servers)}.log", host, preexec_fn)
         servers.append(server)
         return server
 
@@ -862,3 +863,54 @@ def test_submission_over_ipv6_with_swaks(start, auth_env, queue):
     assert b"([IPv6:::1])\n  by mx.example ([IPv6:::1])\n  with ESMTPA via TCP6;" in six
     assert b"([127.0.0.1])\n  by mx.example ([127.0.0.1])\n  with ESMTPA via TCP;" in four
     assert "username=demo" in server.log
+
+
+# -- the server's own resources running out (issue 19, item 11) ----------------------------------------
+
+def test_fork_failing_drops_the_connection_and_the_server_goes_on(start):
+    """A soft RLIMIT_NPROC of 0 makes fork fail for real (root is exempt from it: where they can, the servers run
+    as nobody): both servers log the same line, close on the client, count it out and go on."""
+    import resource
+
+    def no_processes() -> None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, resource.getrlimit(resource.RLIMIT_NPROC)[1]))
+
+    ids = ["-u", "65534", "-g", "65534"] if real_root() else []
+    for binary in (need("tcpserver"), SERVER):
+        server = start(binary, "-v", "-R", "-H", "-l", "x", *ids, env=plain_env(), program=["sh", "-c", "echo hi"],
+                       preexec_fn=no_processes)
+        server.wait_log("tcpserver: status: 0/40")
+        for count in (1, 2):
+            assert server.talk() == b""
+            deadline = time.monotonic() + 10
+            while (log := server.log).count("unable to fork: ") < count or not log.endswith("status: 0/40\n"):
+                assert time.monotonic() < deadline, log
+                time.sleep(0.01)
+        assert server.proc.poll() is None
+        lines = log.splitlines()
+        assert lines[-1] == "tcpserver: status: 0/40" and lines[-3] == "tcpserver: status: 1/40", log
+        assert re.fullmatch(r"tcpserver: warning: dropping connection, unable to fork: .+", lines[-2]), log
+
+
+def test_accept_out_of_descriptors_waits_and_serves_the_client_later(start):
+    """RLIMIT_NOFILE lowered to the server's lowest free descriptor makes accept() fail with EMFILE for real:
+    the client waits in the listen queue (the server neither dies nor drops it) and is served once the server
+    has descriptors again."""
+    import resource
+
+    server = start(SERVER, "-v", "-R", "-H", "-l", "x", env=plain_env(), program=["sh", "-c", "echo hello"])
+    server.wait_log("tcpserver: status: 0/40")  # in its loop, with all it opens at start-up open
+    pid = server.proc.pid
+    open_fds = {int(name) for name in os.listdir(f"/proc/{pid}/fd")}
+    lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=1) as client:
+        with pytest.raises(TimeoutError):  # while the server has no descriptor to take the connection with
+            client.recv(100)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        client.settimeout(30)
+        out = b""
+        while chunk := client.recv(100):
+            out += chunk
+    assert out == b"hello\n" and server.proc.poll() is None

@@ -63,3 +63,9 @@ def test_no_line_end_or_no_answer_in_time_is_none(identd, answer):
 
 def test_nobody_listening_is_none():
     assert remote_info("127.0.0.83", 1, "127.0.0.1", 2, 5) is None
+
+
+def test_an_answer_is_cut_at_a_nul_as_tcpserver_cuts_it(identd):
+    """The value goes into the environment, where a NUL ends it (putenv refuses one: the child died)."""
+    identd(b"1,2:USERID:UNIX:jo\0Tevil\r\n")
+    assert remote_info(IDENTD_IP, 1, "127.0.0.1", 2, 5) == b"jo"

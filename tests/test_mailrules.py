@@ -543,3 +543,96 @@ def test_echo_tries_a_rules_file(smtp, tmp_path):
              program="smtpfront-echo", MAILRULES=str(rules))
     assert r.lines[1] == "250 Welcome" and r.lines[2] == "250 Recipient='y@example.org'."
     assert r.lines[-1] == "553 Not from here"
+
+
+# ---- a cache someone else could have written ----------------------------------------
+
+def plant(rules: Path, cache: Path, text: str) -> None:
+    """A cache as a local attacker writes one: made for the rules file as it is (its key), holding other rules."""
+    from smtpfront.cdb import write_cdb
+
+    st = posix.stat(rules)
+    key = (mailrules._CACHE_VERSION, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    write_cdb(str(cache), mailrules.records(mailrules.parse(text), key))
+
+
+UNSAFE = ["sticky directory (as /tmp)", "directory others may write", "file others may write"]
+if posix.geteuid() == 0:  # only root can give a file away
+    UNSAFE.append("another user's file")
+
+
+@pytest.mark.parametrize("how", UNSAFE)
+def test_a_cache_others_could_have_written_is_not_used(tmp_path, how):
+    rules = tmp_path / "rules"
+    rules.write_text("d*:*:the real rules\n")
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o700)
+    cache = cache_dir / f"{rules}.cache".replace("/", "%")
+    plant(rules, cache, "k*:*:planted\n")
+    cache.chmod(0o644)
+    if how == "sticky directory (as /tmp)":
+        cache_dir.chmod(0o1777)
+    elif how == "directory others may write":
+        cache_dir.chmod(0o777)
+    elif how == "file others may write":
+        cache.chmod(0o666)
+    else:
+        posix.chown(cache, 65534, 65534)
+    heard: list[str] = []
+    for _ in range(2):
+        loaded = mailrules.load(str(rules), str(cache_dir), heard.append, str(tmp_path))
+        assert [r.response for r in mailrules.decide(loaded, "sender", "a@b", None)] == [(553, "the real rules")]
+    if "directory" in how:
+        assert heard == [f"MAILRULES: {cache_dir} is writable by group or others: its cache is not used; "
+                         f"cached in {tmp_path}/smtpfront-rules-{posix.geteuid()}"]
+    else:  # a directory of ours: the file is replaced by one of ours, and used from then on
+        assert len(heard) == 1 and heard[0].startswith(f"MAILRULES: {cache} not used: ")
+        assert posix.stat(cache).st_uid == posix.geteuid() and posix.stat(cache).st_mode & 0o777 == 0o644
+        assert isinstance(loaded.index, mailrules.CacheIndex)
+
+
+def test_a_planted_cache_never_runs_its_authors_program(smtp, tmp_path, queue):
+    """The attack: a cache whose rules set QMAILQUEUE, in a directory anyone may write."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "theirs"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    rules = tmp_path / "rules"
+    rules.write_text("k*:*:Welcome\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    plant(rules, shared / f"{rules}.cache".replace("/", "%"), f"k*:*:Welcome::::QMAILQUEUE={script}\n")
+    r = smtp(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n",
+             MAILRULES=str(rules), MAILRULES_CACHE=str(shared), TMPDIR=str(tmp_path))
+    assert r.codes[:4] == [220, 250, 250, 354] and r.lines[4].startswith("250 2.6.0 ")
+    assert not marker.exists()
+    assert len(queue.messages()) == 1
+    assert f"MAILRULES: {shared} is writable by group or others: its cache is not used" in r.stderr
+
+
+def test_a_rebuild_never_writes_through_a_link(tmp_path):
+    """A link planted where the temporary file used to be made (its name was the rules' path and the pid)."""
+    rules = tmp_path / "rules"
+    rules.write_text("k*:*\n")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    cache = shared / f"{rules}.cache".replace("/", "%")
+    Path(f"{cache}.{posix.getpid()}.tmp").symlink_to(victim)
+    mailrules.load(str(rules), str(shared), None, str(tmp_path))
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_cache_is_written_for_its_owner_only(tmp_path):
+    rules = tmp_path / "rules"
+    rules.write_text("k*:*\n")
+    old = posix.umask(0)
+    try:
+        mailrules.load(str(rules))
+    finally:
+        posix.umask(old)
+    assert posix.stat(f"{rules}.cache").st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rules", "rules.cache"]  # no temporary file left

@@ -146,3 +146,56 @@ def test_qmtp_refused_package_skips_its_recipients_but_not_the_next_package():
 def test_a_recipient_longer_than_the_bound_is_refused():
     wire = ns(ns(b"m\n") + ns(b"a@b") + ns(b"x" * 70000))
     assert run([wire], False)[-1] == Failed("Invalid recipient netstring")
+
+
+# -- through the programs: what a package may put into qmail-queue's envelope ---------------------------------
+
+INJECTIONS = [
+    # (sender, recipient): each would add a record, or a line, to what qmail-queue or delivery reads
+    (b"a@b.example\0Tvictim@elsewhere.example", b"y@example.org"),
+    (b"a@b.example", b"victim@elsewhere.example\0Ty@example.org"),
+    (b"a@b.example", b"y@example.org\r\nBcc: victim@elsewhere.example"),
+    (b"a@b.example\rX", b"y@example.org"),
+    (b"a@b.example", b"y@example.org\x1b"),
+]
+
+
+@pytest.mark.parametrize("program", ["qmqpfront-qmail", "qmtpfront-qmail"])
+@pytest.mark.parametrize(("sender", "recipient"), INJECTIONS)
+def test_a_control_character_in_an_address_is_refused(smtp, queue, program, sender, recipient):
+    wire = (qmtp if program.startswith("qmtp") else qmqp)(b"Subject: x\n\nbody\n", sender, [recipient])
+    result = smtp(wire, program=program)
+    assert result.stdout == ns(b"D5.5.2 Syntax error in address parameter.")
+    assert queue.messages() == []
+    assert "control character refused" in result.stderr
+    assert "501 5.5.2 Syntax error in address parameter." in result.stderr
+
+
+def test_a_package_takes_at_most_1000_recipients(smtp, queue):
+    recipients = [b"r%d@example.org" % i for i in range(1001)]
+    result = smtp(qmqp(b"Subject: x\n\nbody\n", b"a@b.example", recipients), program="qmqpfront-qmail")
+    assert result.stdout == ns(b"D5.5.3 Too many recipients (at most 1000).")
+    assert queue.messages() == []
+    assert smtp(qmqp(b"Subject: x\n\nbody\n", b"a@b.example", recipients[:1000]),
+                program="qmqpfront-qmail").stdout.partition(b":")[2].startswith(b"K2.6.0 Accepted message qp ")
+    [(envelope, _)] = queue.messages()
+    assert envelope.count(b"\0T") == 1000
+
+
+def test_a_huge_recipient_list_is_read_to_its_end_and_not_logged(smtp, queue):
+    """200,000 recipients: refused, nothing queued, and the log holds the first thousand and one line more."""
+    recipients = [b"r%d@example.org" % i for i in range(200_000)]
+    result = smtp(qmqp(b"Subject: x\n\nbody\n", b"a@b.example", recipients), program="qmqpfront-qmail",
+                  RELAYCLIENT="")
+    assert result.stdout == ns(b"D5.5.3 Too many recipients (at most 1000).")
+    assert queue.messages() == []
+    assert result.stderr.count("recipient <") == 1000
+    assert "200000 recipients in one package: the 199000 over 1000 not logged" in result.stderr
+
+
+def test_maxrcpts_applies_to_a_package(smtp, queue):
+    recipients = [b"r%d@example.org" % i for i in range(3)]
+    result = smtp(qmqp(b"Subject: x\n\nbody\n", b"a@b.example", recipients), program="qmqpfront-qmail",
+                  MAXRCPTS="2")
+    assert result.stdout == ns(b"D5.5.3 Too many recipients")
+    assert queue.messages() == []

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from conftest import DEMO, PASSWORD, need
 from smtpfront import cvm
 from smtpfront.sasl import decode
@@ -320,3 +322,33 @@ def test_cvm_udp_against_real_cvm_pwfile(smtp, cvm_socket, queue):
         proc.wait()
     # nobody listening any more: bounded, temporary
     assert cvm.authenticate(f"cvm-udp:127.0.0.1:{port}", creds, 0.6).status == cvm.TEMPORARY
+
+
+@pytest.mark.parametrize("secret", ["", "sekrit"])
+def test_the_auth_cvm_never_sees_the_lookup_secret(smtp, cvm_socket, secret):
+    """A cvm-validate set-up's CVM_LOOKUP_SECRET in the service's environment: set empty, it put a command CVM
+    for AUTH into lookup mode, which takes any password; set, every AUTH failed 454."""
+    env = {"CVM_SASL_PLAIN": "cvm-command:/usr/bin/cvm-pwfile", "CVM_PWFILE_PATH": cvm_socket["pwfile"],
+           "CVM_LOOKUP_SECRET": secret}
+    wrong = smtp(f"AUTH PLAIN {b64(chr(0) + DEMO + chr(0) + 'wrong')}\r\nQUIT\r\n".encode(), **env)
+    assert wrong.codes == [220, 535, 221]
+    right = smtp(f"AUTH PLAIN {b64(chr(0) + DEMO + chr(0) + PASSWORD)}\r\nQUIT\r\n".encode(), **env)
+    assert right.codes == [220, 235, 221]
+
+
+def test_the_lookup_cvm_never_sees_a_clients_credentials(smtp, cvm_socket, tmp_path):
+    """cvm-validate's command CVM, after a login: it gets the recipient's account and domain (and the lookup
+    secret in its environment), never the client's login or password."""
+    seen = tmp_path / "seen"
+    script = tmp_path / "lookup-cvm"
+    script.write_text(f"#!/bin/sh\n{{ env; echo; cat; }} > {seen}\nexit 100\n")  # "no such user"
+    script.chmod(0o755)
+    r = smtp(f"AUTH PLAIN {b64(chr(0) + DEMO + chr(0) + PASSWORD)}\r\nMAIL FROM:<a@b.example>\r\n"
+             "RCPT TO:<someone@example.org>\r\n".encode(), CVM_SASL_PLAIN=cvm_socket["module"],
+             CVM_LOOKUP=f"cvm-command:{script}")
+    assert r.codes == [220, 235, 250, 553]
+    environment, _, request = seen.read_bytes().partition(b"\n\n")
+    assert b"CVM_LOOKUP_SECRET=\n" in environment + b"\n"
+    assert b"someone" in request and b"example.org" in request
+    for secret in (PASSWORD.encode(), DEMO.encode()):
+        assert secret not in request and secret not in environment

@@ -9,6 +9,7 @@ import base64
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from conftest import DEMO, PASSWORD
 from smtpfront.throttle import LIMITS, WINDOW, Throttle, network_key
@@ -136,3 +137,31 @@ def test_the_program_waits_refuses_and_releases(smtp, cvm_socket, tmp_path):
     r = smtp(f"AUTH PLAIN {PLAIN_OK}\r\n".encode(), **env)
     assert r.lines[1] == "454 4.7.0 Too many failed logins; try again later."
     assert "smtpfront: AUTH PLAIN refused: throttled" in r.stderr
+
+
+SPELLINGS = ["demo", "DEMO", "demo@", "Demo@x.example", "demo@other.example"]
+
+
+def test_every_spelling_a_cvm_takes_for_one_login_shares_its_budget(smtp, cvm_socket, tmp_path):
+    # cvm-pwfile, which has no domains, takes each of these for `demo` ...
+    for login in SPELLINGS:
+        plain = base64.b64encode(f"\0{login}\0{PASSWORD}".encode()).decode()
+        assert smtp(f"AUTH PLAIN {plain}\r\n".encode(), CVM_SASL_PLAIN=cvm_socket["module"]).codes[1] == 235
+    # ... so they are one login to the throttle: ten guesses in all, not ten each
+    store = Throttle(str(tmp_path))
+    told = [store.reserve("198.51.100.7", SPELLINGS[i % len(SPELLINGS)]) for i in range(12)]
+    assert [None if r is None else r.wait for r in told] == [0.0] * 5 + [1.0, 2.0, 4.0, 8.0, 16.0, None, None]
+    assert all(store.reserve("198.51.100.9", login) is None for login in SPELLINGS)
+
+
+def test_a_link_in_the_store_is_never_written_through(tmp_path):
+    """Someone who may write the directory plants a link where a key's file will be: the store is unusable
+    (AUTH is refused) rather than writing stamps into whatever the link names."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    store = Throttle(str(store_dir))
+    Path(store._path("user:demo")).symlink_to(victim)
+    assert store.attempt("198.51.100.7", "demo", lambda seconds: None) is None
+    assert victim.read_text() == "precious\n"

@@ -90,10 +90,11 @@ class CDB:
         return self.get(key) is not None
 
 
-def write_cdb(path: str, records) -> None:
-    """Write (key, value) byte pairs as a cdb file at `path` (the caller renames it into place)."""
+def write_cdb(path: str, records, opener=None) -> None:
+    """Write (key, value) byte pairs as a cdb file at `path` (the caller renames it into place); `opener` as
+    open()'s."""
     tables: list[list[tuple[int, int]]] = [[] for _ in range(256)]
-    with open(path, "wb") as f:
+    with open(path, "wb", opener=opener) as f:
         f.write(bytes(2048))
         pos = 2048
         for key, value in records:

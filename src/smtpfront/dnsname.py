@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TIMEOUTS = (1, 3, 11, 45)
 TCP_TIMEOUT = 10
 PTR, A, AAAA = 12, 1, 28
+MAX_NAME = 255  # octets in wire form (RFC 1035 2.3.4)
 CLASS_IN = b"\0\1"
 
 
@@ -113,8 +114,12 @@ def query(qname: bytes, qtype: int) -> bytes:
 
 
 def read_name(packet: bytes, pos: int) -> tuple[list[bytes], int]:
-    """The labels of the name at `pos` (compression pointers followed) and the position after it."""
+    """The labels of the name at `pos` (compression pointers followed) and the position after it.
+
+    A name longer than 255 octets in wire form is an error, as djbdns' dns_packet_getname has it.
+    """
     labels: list[bytes] = []
+    size = 1  # the root's zero octet
     end = None
     for _ in range(128):  # a pointer loop is garbage, not a hang
         length = packet[pos]
@@ -130,6 +135,9 @@ def read_name(packet: bytes, pos: int) -> tuple[list[bytes], int]:
         labels.append(packet[pos + 1 : pos + 1 + length])
         if pos + 1 + length > len(packet):
             raise DNSError("truncated name")
+        size += 1 + length
+        if size > MAX_NAME:
+            raise DNSError("name too long")
         pos += 1 + length
     raise DNSError("name too long")
 

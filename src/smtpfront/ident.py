@@ -3,8 +3,9 @@
 tcpserver connects from its local address to port 113 of the client, sends
 `REMOTEPORT , LOCALPORT`, and keeps what follows the third colon of the first
 line of the answer, without spaces, tabs and CRs, at most 257 bytes
-(ucspi-tcp 0.88 `remoteinfo.c`); over IPv6 for an IPv6 client, as
-ucspi-tcp-ipv6 asks it.  One deadline covers the whole exchange.  An
+(ucspi-tcp 0.88 `remoteinfo.c`), up to a NUL (the C string tcpserver puts in
+the environment ends there; putenv takes none); over IPv6 for an IPv6 client,
+as ucspi-tcp-ipv6 asks it.  One deadline covers the whole exchange.  An
 answer with fewer than three colons (`... : ERROR : NO-USER`) gives an empty
 value, which is still set; a failure (refused, timed out, closed early) leaves
 the variable unset.
@@ -41,12 +42,16 @@ def remote_info(remote_ip: str, remote_port: int, local_ip: str, local_port: int
                     if ch in b" \t\r":
                         continue
                     if ch == 10:  # \n
-                        return bytes(out)
+                        return _c_string(out)
                     if colons < 3:
                         colons += ch == 58  # :
                     else:
                         out.append(ch)
                         if len(out) > LIMIT:
-                            return bytes(out)
+                            return _c_string(out)
     except OSError:  # refused, unreachable, timed out
         return None
+
+
+def _c_string(out: bytearray) -> bytes:
+    return bytes(out).partition(b"\0")[0]

@@ -15,10 +15,30 @@ import posix
 NOTE = "smtpfront: "
 
 
+def _escape(c: str) -> str:
+    """A character that is not printable as a log line shows it: `\\xNN` for an ASCII control and for a byte
+    that is not UTF-8 (decoded with surrogateescape), `\\u{NNNN}` for any other (a right-to-left override, a
+    line separator)."""
+    n = ord(c)
+    if n < 0x80 or 0xDC80 <= n <= 0xDCFF:
+        return f"\\x{n & 0xFF:02x}"
+    return f"\\u{{{n:x}}}"
+
+
 def _clean(message: str) -> str:
-    if message.isprintable():
+    """The line with what is not printable escaped, and a backslash doubled where what follows it could make it
+    read as an escape (a backslash, `x`, `u` or an escaped character): elsewhere it stays as mailfront writes it,
+    so that a line with `\\` in a rule's text is the same as C's, and no line can be read two ways."""
+    if message.isprintable() and "\\" not in message:
         return message
-    return "".join(c if c.isprintable() else f"\\x{ord(c) & 0xFF:02x}" for c in message)
+    out = []
+    for i, c in enumerate(message):
+        if c == "\\":
+            after = message[i + 1 : i + 2]
+            out.append("\\\\" if after in ("\\", "x", "u") or not after.isprintable() else c)
+        else:
+            out.append(c if c.isprintable() else _escape(c))
+    return "".join(out)
 
 
 class Log:

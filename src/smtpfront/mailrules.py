@@ -565,9 +565,10 @@ def build(text: str | bytes, path: str = "<rules>") -> RuleSet:
 def load(path: str, cache_dir: str | None = None, log=None, tmpdir: str | None = None) -> RuleSet:
     """Read a rules file as C does at each connection (raising RulesError for what C refuses), through the cache.
 
-    The cache is beside the file or in `cache_dir`; when that can't be written,
-    in a private directory of this user under `tmpdir` (default /tmp), and
-    `log` (a callable taking a line) hears why, once per change of the file.
+    The cache is beside the file or in `cache_dir`; when that can't be written
+    (or others could write there: see `_unsafe`), in a private directory of this
+    user under `tmpdir` (default /tmp), and `log` (a callable taking a line)
+    hears why, once per change of the file.
     """
     fd = _open(path)
     try:
@@ -575,12 +576,13 @@ def load(path: str, cache_dir: str | None = None, log=None, tmpdir: str | None =
         key = (_CACHE_VERSION, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         primary = _cache_path(path, cache_dir)
         private = f"{tmpdir or '/tmp'}/smtpfront-rules-{posix.geteuid()}"
-        index = _open_cache(primary, key)
+        unsafe = _unsafe_directory(primary)
+        index = None if unsafe else _open_cache(primary, key, log)
         if index is None and _private(private, create=False) is None:
             index = _open_cache(_cache_path(path, private), key)
         if index is None:
             data = _read_all(fd, path)
-            written = _save(data, key, path, primary, private, log)
+            written = _save(data, key, path, None if unsafe else primary, private, log, unsafe)
             index = _open_cache(written, key) if written else None
             if index is None:
                 index = MemoryIndex(_as_c(data, path))
@@ -662,12 +664,41 @@ def _private(directory: str, create: bool) -> str | None:
     return None
 
 
-def _open_cache(cache: str, key: tuple) -> CacheIndex | None:
+def _unsafe(st, name: str) -> str | None:
+    """Why a cache file or its directory can't be trusted: someone other than this user or root owns it, or
+    group or others may write it (a sticky bit does not help: whoever owns a planted file may change it).
+    A cache's rules may set QMAILQUEUE, so a planted one runs its author's program as the server's user."""
+    if st.st_uid not in (0, posix.geteuid()):
+        return f"{name} belongs to uid {st.st_uid}"
+    if st.st_mode & 0o022:
+        return f"{name} is writable by group or others"
+    return None
+
+
+def _unsafe_directory(cache: str) -> str | None:
+    head, slash, _ = cache.rpartition("/")
+    directory = head or slash or "."
+    try:
+        return _unsafe(posix.stat(directory), directory)
+    except OSError:
+        return None  # nothing there to read a cache from; writing will fail and say why
+
+
+def _open_cache(cache: str, key: tuple, log=None) -> CacheIndex | None:
+    """The cache's index when it is one of ours and made for `key`; else None, and `log` hears why a cache
+    that is not ours was not used (it is replaced)."""
     from .cdb import CDB
 
     try:
         cdb = CDB(cache)
     except OSError:
+        return None
+    st = posix.fstat(cdb.fd)
+    unsafe = "not a regular file" if st.st_mode & 0o170000 != 0o100000 else _unsafe(st, cache)
+    if unsafe:
+        cdb.close()
+        if log is not None:
+            log(f"MAILRULES: {cache} not used: {unsafe}")
         return None
     try:
         stored_key, shape, lists = marshal.loads(cdb.get(b"meta"))
@@ -679,13 +710,20 @@ def _open_cache(cache: str, key: tuple) -> CacheIndex | None:
     return CacheIndex(cdb, shape, lists)
 
 
-def _save(data: bytes, key: tuple, path: str, primary: str, private: str, log) -> str | None:
-    """Parse the rules into a cache file and say where (None: nowhere could be written; the rules work without)."""
-    try:
-        _write_cache(primary, records(_as_c(data, path), key))
-        return primary
-    except OSError as e:
-        why = f"cannot write {primary}: {e.strerror}"
+def _save(data: bytes, key: tuple, path: str, primary: str | None, private: str, log, unsafe: str | None
+          ) -> str | None:
+    """Parse the rules into a cache file and say where (None: nowhere could be written; the rules work without).
+
+    `primary` is None when its directory is `unsafe` (why): the cache goes to the private directory.
+    """
+    if primary is None:
+        why = f"{unsafe}: its cache is not used"
+    else:
+        try:
+            _write_cache(primary, records(_as_c(data, path), key))
+            return primary
+        except OSError as e:
+            why = f"cannot write {primary}: {e.strerror}"
     written = None
     problem = _private(private, create=True)
     if problem is None:
@@ -704,9 +742,10 @@ def _write_cache(cache: str, records) -> None:
     (a refusal found half-way included)."""
     from .cdb import write_cdb
 
-    tmp = f"{cache}.{posix.getpid()}.tmp"
+    tmp = f"{cache}.{posix.urandom(8).hex()}.tmp"
     try:
-        write_cdb(tmp, records)
+        # a new file or nothing: never through a link or into a file someone made ready at that name
+        write_cdb(tmp, records, lambda name, flags: posix.open(name, flags | posix.O_EXCL | posix.O_NOFOLLOW, 0o644))
         posix.replace(tmp, cache)
     except BaseException:
         try:

@@ -134,10 +134,6 @@ class Pipeline:
         self.session.log.note(f"cannot keep the message in its temporary file: {e.strerror}")
         self.fail_message(MESSAGE_FILE_FAILED)
 
-    def size_limit(self) -> int:
-        """The smallest message size limit any plugin has (0: none)."""
-        return min((n for n in (p.size_limit(self.session) for p in self.plugins) if n), default=0)
-
     def fail_message(self, reply: Reply) -> None:
         """Refuse the message being received (an error outside the plugins): nothing reaches the back end."""
         if self.data_failure is None:

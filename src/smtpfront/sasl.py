@@ -21,6 +21,7 @@ SUCCEEDED = Reply(235, "2.7.0 Authentication succeeded.")
 BAD_CREDENTIALS = Reply(535, "5.7.8 Authentication credentials invalid.")
 AUTHZID_REFUSED = Reply(535, "5.7.8 Authorization identity must match the login.")
 TEMPORARY = Reply(454, "4.7.0 Temporary authentication failure.")
+LOOKUP_VARIABLES = ("CVM_LOOKUP_SECRET", "LOOKUP_SECRET")
 THROTTLED = Reply(454, "4.7.0 Too many failed logins; try again later.")
 UNDECODABLE = Reply(501, "Could not decode the response.")
 CANCELLED = Reply(501, "5.0.0 Authentication cancelled.")
@@ -78,6 +79,9 @@ class Authenticator:
         if settings.cvm_cram_md5:
             self.modules["CRAM-MD5"] = settings.cvm_cram_md5
         self.mechanisms = list(self.modules)
+        # a command CVM's environment: with CVM_LOOKUP_SECRET (cvm-validate's) a CVM looks logins up and takes
+        # any password (set empty) or wants a secret no client sends (set)
+        self.env = {k: v for k, v in settings.environ.items() if k not in LOOKUP_VARIABLES}
         self.failures = 0
         self.throttle = None
         if settings.auth_throttle_dir:
@@ -209,7 +213,7 @@ class Authenticator:
         credentials = [(cvm.ACCOUNT, account.encode("utf-8", "surrogateescape"))]
         credentials.append((cvm.DOMAIN, domain.encode("utf-8", "surrogateescape")))
         module = self.modules[self._mech]
-        result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout)
+        result = cvm.authenticate(module, credentials + secrets, self.settings.cvm_timeout, self.env)
         if reservation is not None and result.status != cvm.REJECTED:
             self.throttle.release(reservation)  # not a failed guess: only a rejection keeps counting
         if result.status == cvm.OK:

@@ -299,8 +299,8 @@ def parse_path(arg: str, keyword: str) -> tuple[str, tuple[str, ...]] | None:
     if term == ">" and i >= n:
         return None
     path = "".join(address)
-    if not path.isprintable() and any(c < " " or c == "\x7f" for c in path):
-        return None  # a NUL would cut the envelope short; a CR would reach Return-Path: at delivery
+    if has_control(path):
+        return None
     if path.startswith("@") and ":" in path:
         path = path[path.index(":") + 1 :]
     # as mailfront: the parameters are what lies between single spaces (so two spaces make an empty one,
@@ -309,6 +309,12 @@ def parse_path(arg: str, keyword: str) -> tuple[str, tuple[str, ...]] | None:
     if params[-1] == "":
         params.pop()
     return path, tuple(params)
+
+
+def has_control(address: str) -> bool:
+    """Whether an address holds a C0 control character or DEL, refused in every protocol: a NUL would cut
+    qmail-queue's envelope or add records to it, a CR or LF would reach the Return-Path: written at delivery."""
+    return not address.isprintable() and any(c < " " or c == "\x7f" for c in address)
 
 
 def _bad_size(params: tuple[str, ...]) -> Reply | None:
@@ -788,6 +794,9 @@ class Engine:
         """
         while True:
             final = self._chunk is not None and self._chunk.last and not self._chunk_left
+            if final and self._cr_held:  # an empty LAST chunk: the CR held from the chunk before is a bare CR
+                self._stored.append(self._store(b"", True))
+                self._stored_size += len(self._stored[-1])
             if final or self._stored_size >= DATA_HOLD:  # blocks of DATA's size, whatever the chunks' sizes
                 block = self._lines(final)
                 if block:

@@ -54,9 +54,16 @@ def network_key(ip: str) -> str:
     return "net:" + ".".join(ip.split(".")[:3]) + ".0/24"
 
 
+def login_key(login: str) -> str:
+    """The login as the budget counts it: case-folded, and only the part before the last `@` (the account
+    the CVM is asked for), since a CVM without domains (cvm-pwfile, cvm-unix) takes `DEMO`, `demo@` and
+    `demo@any.example` all for `demo`; a CVM with domains shares one budget between `info@a` and `info@b`."""
+    return (login.rpartition("@")[0] if "@" in login else login).casefold()
+
+
 def record_keys(remote_ip: str, login: str) -> list[tuple[str, str]]:
     """The (kind, key) pairs an attempt counts against, whichever store keeps them."""
-    login = login.lower()
+    login = login_key(login)
     net = network_key(remote_ip)
     return [("pair", f"pair:{net} {login}"), ("net", net), ("login", "user:" + login)]
 
@@ -109,7 +116,7 @@ class Throttle:
         fds: list[int] = []
         try:
             for path in paths:
-                fds.append(posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_CLOEXEC, 0o600))
+                fds.append(posix.open(path, posix.O_RDWR | posix.O_CREAT | posix.O_NOFOLLOW | posix.O_CLOEXEC, 0o600))
                 fcntl.flock(fds[-1], fcntl.LOCK_EX)
         except OSError:
             _close(fds)

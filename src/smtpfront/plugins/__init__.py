@@ -72,11 +72,6 @@ class Plugin:
         """The session is over, however it ended (not a mailfront hook: a plugin that holds something outside
         the process, as limits' place among the concurrent sessions, lets go of it); must not raise."""
 
-    def size_limit(self, session) -> int:
-        """The largest message this plugin would take, in stored bytes (0: any); BDAT refuses a chunk over it
-        before storing an octet (not a mailfront hook: DATA has no sizes up front)."""
-        return 0
-
 
 HOOKS = ("init", "helo", "reset", "sender", "recipient", "data_start", "data_block", "message_end", "end")
 

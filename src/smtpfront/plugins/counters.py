@@ -109,9 +109,6 @@ class Counters(Plugin):
         self.hops += header.count(b"\nreceived:") + header.count(b"\ndelivered-to:")
         return TOO_MANY_HOPS if self.hops > max_hops else None
 
-    def size_limit(self, session) -> int:
-        return databytes(session)
-
     def message_end(self, session) -> Reply | None:
         if session.getenv("MAXRCPTS_REJECT") is not None and self._too_many_recipients(session):
             return TOO_MANY_RECIPIENTS

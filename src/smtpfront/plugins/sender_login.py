@@ -24,8 +24,10 @@ class SenderLogin:
         key = fold(key)
         if self.path.endswith(".cdb"):
             if self._owners is None:
-                self._owners = open_cdb(self.path) or {}
-            value = self._owners.get(key.encode("utf-8", "surrogateescape")) if self._owners else None
+                self._owners = open_cdb(self.path)
+                if self._owners is None:  # as for a text map: no map is no check, not "nobody owns anything"
+                    raise ControlError(f"{self.path}: file not found")
+            value = self._owners.get(key.encode("utf-8", "surrogateescape"))
             found = value.decode("utf-8", "surrogateescape") if value is not None else ""
         else:
             if self._owners is None:

@@ -30,7 +30,6 @@ START_TLS = Reply(220, "2.0.0 Ready to start TLS")
 TIMED_OUT = Reply(421, "4.4.2 Timeout; closing connection.")
 SESSION_TIMED_OUT = Reply(421, "4.4.2 Session time limit exceeded; closing connection.")
 EHLO_KEYWORDS = ["8BITMIME", "ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8"]
-CHUNK_TOO_BIG = Reply(552, "5.2.3 The message would exceed the maximum message size.")
 CLOSE_NOTIFY_WAIT = 2.0  # seconds for the client's close_notify after ours: a client that answers does in a round trip
 
 
@@ -84,7 +83,7 @@ class SMTP:
         self.auth = next((p for p in pipeline.plugins if "AUTH" in p.commands and p.exists()), None)
         self.transport = None  # the client's bytes: plain, or TLS once STARTTLS succeeded
         self.tls = tls  # a callable giving an ssl context when STARTTLS may be offered
-        self.chunked = 0  # octets announced by the BDAT chunks of this message so far
+        self.chunking = False  # a BDAT message has started
         self.chunk_failure: Reply | None = None  # why this BDAT message is refused
         self.tls_context = None  # built on first use, so `ssl` is imported only then
         self._dispatch = {
@@ -130,7 +129,7 @@ class SMTP:
 
     def reset(self, event: smtp.Event | None = None) -> None:
         self.pipeline.reset()
-        self.chunked, self.chunk_failure = 0, None
+        self.chunking, self.chunk_failure = False, None
 
     def hello(self, event: smtp.Hello) -> Reply:
         s = self.session
@@ -173,24 +172,21 @@ class SMTP:
         return reply
 
     def bdat(self, event: smtp.Bdat) -> None:
-        """A chunk is coming: the message starts with the first; a chunk over the size limit is refused before
-        any of it is stored (its octets are still read, and dropped)."""
-        if not self.chunked and self.chunk_failure is None:
-            reply = self.pipeline.data_start()
-            if failed(reply):
-                self.chunk_failure = reply
-        self.chunked += event.size
-        limit = self.pipeline.size_limit()
-        if self.chunk_failure is None and limit and self.chunked > limit:
-            self.chunk_failure = CHUNK_TOO_BIG
-        if self.chunk_failure is not None:
-            self.pipeline.fail_message(self.chunk_failure)
+        """A chunk is coming: the message starts with the first.  Its size is checked as DATA's is, in stored
+        octets (LF line ends) as the blocks arrive, so that one message is refused by both or by neither."""
+        if self.chunking:
+            return
+        self.chunking = True
+        reply = self.pipeline.data_start()
+        if failed(reply):
+            self.chunk_failure = reply
+            self.pipeline.fail_message(reply)  # its octets are still read, and dropped
 
     def chunk_end(self, event: smtp.ChunkEnd) -> Reply:
         if not event.last:
             return self.chunk_failure or Reply(250, f"2.0.0 {event.size} octets received.")
         reply = self.body_end(smtp.BodyEnd(event.bare_eol))
-        self.chunked, self.chunk_failure = 0, None
+        self.chunking, self.chunk_failure = False, None
         return reply
 
     def closed(self, event: smtp.Event) -> None:
