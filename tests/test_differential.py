@@ -221,8 +221,13 @@ add("received tcp6 lower case", RECEIVED, ECHO_MSG, {"PROTO": "tcp6", "tcp6LOCAL
 add("received v4-mapped", RECEIVED, b"EHLO x\r\n" + ECHO_MSG,
     {"PROTO": "TCP6", "TCP6LOCALHOST": "mx6.example", "TCP6LOCALIP": "::ffff:192.0.2.1",
      "TCP6REMOTEIP": "::ffff:198.51.100.7"},
-    queued="a v4-mapped client is the IPv4 client it names: `[198.51.100.7]`, `via TCP` (issue 19 item 6)",
-    replies="the message's size in the 250", log="the 250")
+    queued=("a v4-mapped client is the IPv4 client it names: `[198.51.100.7]`, `via TCP` (issue 19 item 6)",
+            {"Received: from x ([IPv6:::ffff:198.51.100.7])\n  by mx6.example ([IPv6:::ffff:192.0.2.1])\n"
+             "  with ESMTP via TCP6; DATE":
+                "Received: from x ([198.51.100.7])\n  by mx6.example ([192.0.2.1])\n  with ESMTP via TCP; DATE"}),
+    replies=("the message's size in the 250", {"250 2.6.0 Accepted message qp PID bytes 165":
+                                                "250 2.6.0 Accepted message qp PID bytes 140"}),
+    log=("the 250", {"2.6.0 Accepted message qp PID bytes 165": "2.6.0 Accepted message qp PID bytes 140"}))
 add("received no local host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPLOCALHOST": None})
 add("received empty local host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPLOCALHOST": ""})
 add("received no remote host", RECEIVED, b"EHLO x\r\n" + ECHO_MSG, {"TCPREMOTEHOST": None})
