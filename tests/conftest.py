@@ -412,3 +412,17 @@ class Silent:
         self.listener.close()
         for conn in self.held:
             conn.close()
+
+
+def reservations_in_processes(code: str, where: str, logins: list[str]) -> int:
+    """One process per login, all at once, each running `code` (argv: `where`, the login; exit 0 for an attempt
+    reserved, 1 for one refused); how many got one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(login: str) -> int:
+        return subprocess.run([sys.executable, "-c", code, where, login]).returncode
+
+    with ThreadPoolExecutor(len(logins)) as pool:
+        codes = list(pool.map(one, logins))
+    assert set(codes) <= {0, 1}
+    return codes.count(0)
