@@ -426,3 +426,13 @@ def reservations_in_processes(code: str, where: str, logins: list[str]) -> int:
         codes = list(pool.map(one, logins))
     assert set(codes) <= {0, 1}
     return codes.count(0)
+
+
+def compile_rules(tmp_path: Path, text: str, name: str = "tcp") -> str:
+    """tcpserver rules `text` made into NAME.cdb in `tmp_path` by the real tcprules; the cdb's path."""
+    source = tmp_path / name
+    source.write_text(text)
+    cdb = tmp_path / f"{name}.cdb"
+    with open(source, "rb") as f:
+        subprocess.run([need("tcprules"), str(cdb), str(tmp_path / f"{name}.tmp")], stdin=f, check=True)
+    return str(cdb)
