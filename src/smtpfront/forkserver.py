@@ -545,13 +545,9 @@ class Server:
             self.log(PREFIX + b"status: %d/%d" % (self.children, self.options.limit))
 
     def reap(self) -> None:
-        while self.children:  # each turn: every child that has ended, however many signals came
-            try:
-                pid, wstat = posix.waitpid(-1, posix.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        # each turn: every child that has ended, however many signals came
+        while self.children and (ended := ended_child()):
+            pid, wstat = ended
             self.log(PREFIX + b"end %d status %d" % (pid, wstat))
             self.children -= 1
             self.status()
@@ -656,6 +652,15 @@ class Server:
             self.log.error(PREFIX + b"warning: " + self.options.program[0].encode() + b": "
                            + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
             return 111
+
+
+def ended_child() -> tuple[int, int] | None:
+    """(pid, wait status) of a child that has ended; None when none has, or there are none."""
+    try:
+        pid, wstat = posix.waitpid(-1, posix.WNOHANG)
+    except ChildProcessError:
+        return None
+    return (pid, wstat) if pid else None
 
 
 def wake_signals(wake: int) -> bytes:

@@ -26,7 +26,7 @@ import posix
 import select
 import sys
 
-from .forkserver import DROP, PREFIX, Server, change_environ, error_text, wake_signals
+from .forkserver import DROP, PREFIX, Server, change_environ, ended_child, error_text, wake_signals
 
 RECORD = 8  # pid (4 bytes), kind, 3 spare: written whole, as a pipe writes up to PIPE_BUF bytes
 BUSY, DONE, LAST = 1, 2, 3  # a session started; it ended and the worker stays; it ended and the worker leaves
@@ -125,13 +125,8 @@ class Pool:
 
     def reap(self) -> None:
         server = self.server
-        while self.state:
-            try:
-                pid, wstat = posix.waitpid(-1, posix.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        while self.state and (ended := ended_child()):
+            pid, wstat = ended
             state = self.state.pop(pid, None)
             if state == BUSY:  # ended inside a session (killed, or a fatal error): its end line, as a child's
                 server.log(PREFIX + b"end %d status %d" % (pid, wstat))
