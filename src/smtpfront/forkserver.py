@@ -618,7 +618,8 @@ class Server:
         posix.close(self.wake_r)
         posix.close(self.wake_w)
         gc.enable()
-        changes = self.on_stdio(socket.socket(fileno=fd), remote)
+        conn = socket.socket(fileno=fd)  # held to the end: a denied connection closes with the process
+        changes = self.on_stdio(conn, remote)
         if changes is None:
             posix._exit(100)
         if self.in_process is None:
