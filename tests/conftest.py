@@ -412,3 +412,27 @@ class Silent:
         self.listener.close()
         for conn in self.held:
             conn.close()
+
+
+def reservations_in_processes(code: str, where: str, logins: list[str]) -> int:
+    """One process per login, all at once, each running `code` (argv: `where`, the login; exit 0 for an attempt
+    reserved, 1 for one refused); how many got one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(login: str) -> int:
+        return subprocess.run([sys.executable, "-c", code, where, login]).returncode
+
+    with ThreadPoolExecutor(len(logins)) as pool:
+        codes = list(pool.map(one, logins))
+    assert set(codes) <= {0, 1}
+    return codes.count(0)
+
+
+def compile_rules(tmp_path: Path, text: str, name: str = "tcp") -> str:
+    """tcpserver rules `text` made into NAME.cdb in `tmp_path` by the real tcprules; the cdb's path."""
+    source = tmp_path / name
+    source.write_text(text)
+    cdb = tmp_path / f"{name}.cdb"
+    with open(source, "rb") as f:
+        subprocess.run([need("tcprules"), str(cdb), str(tmp_path / f"{name}.tmp")], stdin=f, check=True)
+    return str(cdb)

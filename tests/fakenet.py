@@ -89,15 +89,20 @@ def serve_dns(sock: socket.socket) -> None:
         sock.sendto(dns_answer(query), peer)
 
 
+def answer_dns_tcp(conn: socket.socket, answer) -> None:
+    """One query over TCP (its 2-byte length first) on `conn`, answered with `answer(query)`; closes `conn`."""
+    with conn:
+        conn.settimeout(5)
+        data = b""
+        while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
+            data += conn.recv(1000)
+        reply = answer(data[2:])
+        conn.sendall(len(reply).to_bytes(2, "big") + reply)
+
+
 def serve_dns_tcp(sock: socket.socket) -> None:
     for conn, _ in requests(sock, sock.accept):
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
-                data += conn.recv(1000)
-            answer = dns_answer(data[2:], tcp=True)
-            conn.sendall(len(answer).to_bytes(2, "big") + answer)
+        answer_dns_tcp(conn, lambda query: dns_answer(query, tcp=True))
 
 
 def serve_ident(sock: socket.socket) -> None:

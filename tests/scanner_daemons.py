@@ -3,7 +3,9 @@
 Import the fixtures into a test module (`from scanner_daemons import clamd, spamd`).  clamd runs with a
 database of our own making (freshclam can't reach the internet here): one `.ndb` signature that detects
 VIRUS, named VIRUS_NAME.  spamd runs with Debian's shipped rules, local tests only (-L: no network);
-GTUBE scores as spam.  Both listen on a loopback port and on a Unix socket.
+GTUBE scores as spam.  Both listen on a loopback port and on a Unix socket.  With them, what the two
+plugins' tests share: the session around a message, a refusal within a bound, and a fault through C's
+mailfront beside ours.
 """
 
 from __future__ import annotations
@@ -20,13 +22,42 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, need
+from conftest import BIN, Result, free_port, need
 
 VIRUS = b"SMTPFRONT-TEST-VIRUS-7f3a9c"  # not a virus: a string our own signature detects
 VIRUS_NAME = "Smtpfront.Test.Virus.UNOFFICIAL"  # clamd adds .UNOFFICIAL to a signature not from ClamAV
 GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 # generous: both daemons start in seconds on an idle machine, far slower on a loaded one
 START_BOUND = 300
+ENV = b"HELO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<y@example.org>\r\n"
+C_MAILFRONT = "/usr/sbin/mailfront"
+
+
+def message(*lines: bytes) -> bytes:
+    return ENV + b"DATA\r\n" + b"".join(line + b"\r\n" for line in lines) + b".\r\n"
+
+
+def refused_within(smtp, queue, data: bytes, plugin: str, bound: float, reply: str, **env: str) -> Result:
+    """`data` through PLUGINS=`plugin`: refused with `reply` (logged too) within `bound` seconds, nothing queued."""
+    start = time.monotonic()
+    r = smtp(data, PLUGINS=plugin, **env)
+    took = time.monotonic() - start
+    assert r.reply_to(-1) == reply
+    assert queue.messages() == []
+    assert f"]: {reply}" in r.stderr
+    assert took < bound
+    return r
+
+
+def c_and_ours(plugin: str, data: bytes, env: dict[str, str]) -> list[tuple[str, bool]]:
+    """`data` through `mailfront smtp qmail accept PLUGIN`, C's then ours: (the last reply, within 30 s) of each."""
+    answers = []
+    for program in (need(C_MAILFRONT), str(BIN / "mailfront")):
+        start = time.monotonic()
+        r = Result(subprocess.run([program, "smtp", "qmail", "accept", plugin], input=data, env=env,
+                                  capture_output=True, timeout=60))
+        answers.append((r.reply_to(-1), time.monotonic() - start < 30))  # 1 s, and room for a loaded machine
+    return answers
 
 
 class Daemon:

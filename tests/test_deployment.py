@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, PASSWORD, credentials, free_port, keep_own_ids, need, run_program, swaks
+from conftest import BIN, PASSWORD, compile_rules, credentials, free_port, keep_own_ids, need, run_program, swaks
 
 TOP = Path(__file__).resolve().parent.parent
 EXAMPLES = TOP / "examples"
@@ -145,12 +145,8 @@ def test_concurrency_limit_is_honoured(auth_env, tcpserver):
 
 
 def test_relayclient_from_tcprules_cdb(auth_env, tcpserver, queue, tmp_path):
-    rules = tmp_path / "tcp"
-    rules.write_text('127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
-    with open(rules, "rb") as source:
-        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=source,
-                       check=True)
-    server = tcpserver(auth_env, "smtpfront-qmail", "-x", str(tmp_path / "tcp.cdb"))
+    cdb = compile_rules(tmp_path, '127.0.0.1:allow,RELAYCLIENT=""\n:allow\n')
+    server = tcpserver(auth_env, "smtpfront-qmail", "-x", cdb)
     r = swaks(server.port, "someone@elsewhere.example", sender="app@internal.example")
     assert r.returncode == 0, r.stdout
     [(envelope, _)] = queue.messages()
@@ -159,12 +155,8 @@ def test_relayclient_from_tcprules_cdb(auth_env, tcpserver, queue, tmp_path):
 
 def test_submission_rule_without_relayclient_makes_local_clients_log_in(auth_env, tcpserver, queue, tmp_path):
     """The guide's stricter `tcp` for a pure submission port: 127.0.0.1 relays only after AUTH."""
-    rules = tmp_path / "tcp"
-    rules.write_text(":allow\n")
-    with open(rules, "rb") as source:
-        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=source,
-                       check=True)
-    server = tcpserver(auth_env, "smtpfront-qmail", "-x", str(tmp_path / "tcp.cdb"))
+    cdb = compile_rules(tmp_path, ":allow\n")
+    server = tcpserver(auth_env, "smtpfront-qmail", "-x", cdb)
     r = swaks(server.port, "someone@elsewhere.example", sender="app@internal.example")
     assert r.returncode != 0 and "550 5.1.0" in r.stdout
     r = swaks(server.port, "someone@elsewhere.example", *with_auth())

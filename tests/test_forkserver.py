@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, C_QMAIL, LOGS, PASSWORD, credentials, keep_own_ids, need, real_root, swaks
+from conftest import BIN, C_QMAIL, LOGS, PASSWORD, compile_rules, credentials, keep_own_ids, need, real_root, swaks
 from fakenet import CLIENT_IP, DNS_IP, IDENT_QUERIES, LIAR_IP, ODD_IP, V6_IP, has_ipv6, network  # noqa: F401
 from smtpfront.forkserver import UsageError, parse, pathexec_environ, safe
 
@@ -274,13 +274,6 @@ RULES = """\
 127.0.0.80:deny
 127.:allow,BY="prefix",PROTO="TCP"
 """
-
-
-def compile_rules(tmp_path: Path, text: str) -> str:
-    (tmp_path / "tcp").write_text(text)
-    with open(tmp_path / "tcp", "rb") as f:
-        subprocess.run([need("tcprules"), str(tmp_path / "tcp.cdb"), str(tmp_path / "tcp.tmp")], stdin=f, check=True)
-    return str(tmp_path / "tcp.cdb")
 
 
 def test_environment_and_log_with_tcprules(start, tmp_path):

@@ -7,13 +7,17 @@ from smtpfront.patterns import Scanner, parse
 FILE = "# comment\n=No executables (#5.3.4)\n\\TVqQAAMAA*\n:Subject: *viagra*\n=Banned word\n/*forbidden*\n"
 
 
-def scan(blocks: list[bytes]):
-    s = Scanner(parse(FILE, "default"), 256)
+def scan_with(text: str, blocks: list[bytes], default: str = "r"):
+    s = Scanner(parse(text, default), 256)
     for b in blocks:
         found = s.scan(b)
         if found:
             return found
     return s.finish()
+
+
+def scan(blocks: list[bytes]):
+    return scan_with(FILE, blocks, "default")
 
 
 def test_header_only_pattern():
@@ -49,15 +53,6 @@ def test_trailing_white_space_is_not_part_of_a_line():
     assert [(glob.source, response) for _, glob, response in patterns] == [
         ("exact", "Go away"), ("a\fb*", "Go away"), ("  lead", "Go away")]
     assert parse("/\u00a0x\u00a0\n", "r")[0][1].source == "\u00a0x\u00a0"  # not C white space
-
-
-def scan_with(text: str, blocks: list[bytes]):
-    s = Scanner(parse(text, "r"), 256)
-    for b in blocks:
-        found = s.scan(b)
-        if found:
-            return found
-    return s.finish()
 
 
 def test_linemax_truncates():

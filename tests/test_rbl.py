@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import BIN, LOGS, free_port, need, real_root
+from fakenet import answer_dns_tcp
 from smtpfront import dnslist
 
 RBL_IP = "127.0.0.90"  # the relay to rbldnsd
@@ -136,14 +137,7 @@ def dns(tmp_path_factory):
         sock.sendto(fake_answer(query, tcp=False), peer)
 
     def answer_tcp(sock: socket.socket) -> None:
-        conn, _ = sock.accept()
-        with conn:
-            conn.settimeout(5)
-            data = b""
-            while len(data) < 2 or len(data) < 2 + int.from_bytes(data[:2], "big"):
-                data += conn.recv(1000)
-            answer = fake_answer(data[2:], tcp=True)
-            conn.sendall(len(answer).to_bytes(2, "big") + answer)
+        answer_dns_tcp(sock.accept()[0], lambda query: fake_answer(query, tcp=True))
 
     threads = [threading.Thread(target=serve, args=(s, stop, h), daemon=True)
                for s, h in ((relay, forward), (fake, answer_udp), (fake_tcp, answer_tcp))]

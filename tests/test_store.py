@@ -4,14 +4,11 @@ processes, and what happens when Redis stops or never answers."""
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import DEMO, PASSWORD, RedisServer, Silent
+from conftest import DEMO, PASSWORD, RedisServer, Silent, reservations_in_processes
 from smtpfront.store import SharedReservation, SharedThrottle, Store
 from smtpfront.throttle import LIMITS, Throttle
 
@@ -70,14 +67,7 @@ def reserve_in_processes(url: str, logins: list[str]) -> int:
     """One process per login, all at once, each reserving one attempt from 203.0.113.5; how many got one."""
     code = ("import sys; from smtpfront.store import SharedThrottle;"
             "sys.exit(SharedThrottle(sys.argv[1], None, None).reserve('203.0.113.5', sys.argv[2]) is None)")
-
-    def one(login: str) -> int:
-        return subprocess.run([sys.executable, "-c", code, url, login]).returncode
-
-    with ThreadPoolExecutor(len(logins)) as pool:
-        codes = list(pool.map(one, logins))
-    assert set(codes) <= {0, 1}
-    return codes.count(0)
+    return reservations_in_processes(code, url, logins)
 
 
 @pytest.mark.parametrize("unix", [True, False], ids=["unix", "tcp"])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import need
+from conftest import compile_rules, need
 from smtpfront.tcprules import instructions, lookup, rule_keys
 
 RULES = """\
@@ -33,15 +32,6 @@ joe@=host.example.com:allow,WHO="joe at host"
 IPS = ["10.1.2.3", "10.1.2.4", "10.1.9.9", "10.9.9.9", "192.0.2.8", "192.0.2.10", "172.16.0.1", "203.0.113.5"]
 HOSTS = [None, "host.example.com", "other.example.com", "x.org", "a.b.c.com", ""]
 INFOS = [None, "joe", "ann", ""]
-
-
-def compile_rules(tmp_path: Path, text: str, name: str = "tcp") -> str:
-    source = tmp_path / name
-    source.write_text(text)
-    cdb = tmp_path / f"{name}.cdb"
-    with open(source, "rb") as f:
-        subprocess.run([need("tcprules"), str(cdb), str(tmp_path / f"{name}.tmp")], stdin=f, check=True)
-    return str(cdb)
 
 
 def tcprulescheck(cdb: str, ip: str, host: str | None, info: str | None) -> tuple[str | None, list[str], bool]:

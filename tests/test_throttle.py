@@ -6,12 +6,9 @@ Parallel guessing under real tcpserver and the lock-out of a user from everywher
 from __future__ import annotations
 
 import base64
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import DEMO, PASSWORD
+from conftest import DEMO, PASSWORD, reservations_in_processes
 from smtpfront.throttle import LIMITS, WINDOW, Throttle, network_key
 
 PLAIN_OK = base64.b64encode(f"\0{DEMO}\0{PASSWORD}".encode()).decode()
@@ -78,14 +75,7 @@ def reserve_in_processes(directory: str, logins: list[str]) -> int:
     """One process per login, all at once, each reserving one attempt from 203.0.113.5; how many got one."""
     code = ("import sys; from smtpfront.throttle import Throttle;"
             "sys.exit(Throttle(sys.argv[1]).reserve('203.0.113.5', sys.argv[2]) is None)")
-
-    def one(login: str) -> int:
-        return subprocess.run([sys.executable, "-c", code, directory, login]).returncode
-
-    with ThreadPoolExecutor(len(logins)) as pool:
-        codes = list(pool.map(one, logins))
-    assert set(codes) <= {0, 1}
-    return codes.count(0)
+    return reservations_in_processes(code, directory, logins)
 
 
 def test_parallel_processes_never_get_more_than_the_budget(tmp_path):

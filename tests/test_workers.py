@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import test_forkserver
-from conftest import BIN, credentials, swaks
+from conftest import BIN, compile_rules, credentials, swaks
 from smtpfront.workers import BUSY, DONE, LAST, RECORD, record, records
-from test_forkserver import SERVER, Ucspi, compile_rules, dialogue
+from test_forkserver import SERVER, Ucspi, dialogue
 
 QMAIL = str(BIN / "smtpfront-qmail")
 LOCAL = ["-R", "-H", "-l", "mx.example"]  # no look-ups: these tests need no DNS server or identd

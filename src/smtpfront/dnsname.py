@@ -293,9 +293,8 @@ def _answers(packet: bytes, qtype: int) -> Iterator[tuple[int, int]]:
         pos += 10 + length
 
 
-def name4(ip: str, servers: list[str]) -> str:
-    """The host name for an IPv4 address, "" when it has none; DNSError when the look-up failed."""
-    qname = encode_name(".".join(reversed(ip.split("."))) + ".in-addr.arpa")
+def _ptr(qname: bytes, servers: list[str]) -> str:
+    """The first PTR record's name for `qname`, "" when it has none; DNSError when the look-up failed."""
     packet = resolve(servers, qname, PTR)
     try:
         for pos, _ in _answers(packet, PTR):
@@ -303,6 +302,11 @@ def name4(ip: str, servers: list[str]) -> str:
     except IndexError:
         raise DNSError("malformed answer") from None
     return ""
+
+
+def name4(ip: str, servers: list[str]) -> str:
+    """The host name for an IPv4 address, "" when it has none; DNSError when the look-up failed."""
+    return _ptr(encode_name(".".join(reversed(ip.split("."))) + ".in-addr.arpa"), servers)
 
 
 def ip4(name: str, servers: list[str]) -> list[str]:
@@ -323,14 +327,7 @@ def name6(ip: str, servers: list[str]) -> str:
     packed = pack(ip)
     if packed[:12] == MAPPED:
         return name4(".".join(map(str, packed[12:])), servers)
-    nibbles = ".".join(reversed(packed.hex()))
-    packet = resolve(servers, encode_name(nibbles + ".ip6.arpa"), PTR)
-    try:
-        for pos, _ in _answers(packet, PTR):
-            return to_dot(read_name(packet, pos)[0])
-    except IndexError:
-        raise DNSError("malformed answer") from None
-    return ""
+    return _ptr(encode_name(".".join(reversed(packed.hex())) + ".ip6.arpa"), servers)
 
 
 def ip6(name: str, servers: list[str]) -> list[str]:

@@ -545,13 +545,9 @@ class Server:
             self.log(PREFIX + b"status: %d/%d" % (self.children, self.options.limit))
 
     def reap(self) -> None:
-        while self.children:  # each turn: every child that has ended, however many signals came
-            try:
-                pid, wstat = posix.waitpid(-1, posix.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        # each turn: every child that has ended, however many signals came
+        while self.children and (ended := ended_child()):
+            pid, wstat = ended
             self.log(PREFIX + b"end %d status %d" % (pid, wstat))
             self.children -= 1
             self.status()
@@ -577,11 +573,7 @@ class Server:
             ready = select.select(both if self.children < limit and pause is None else alone, [], [], pause)[0]
             pause = None
             if wake in ready:
-                try:
-                    signals = posix.read(wake, 512)
-                except BlockingIOError:
-                    signals = b""
-                if signal.SIGTERM in signals:
+                if signal.SIGTERM in wake_signals(wake):
                     self.sock.close()
                     posix._exit(0)  # as tcpserver: running sessions go on by themselves
                 self.reap()
@@ -626,29 +618,59 @@ class Server:
         posix.close(self.wake_r)
         posix.close(self.wake_w)
         gc.enable()
-        conn = socket.socket(fileno=fd)
-        deny, changes = Connection(conn, remote, self.options, self.local_port, self.environ, self.log).prepare()
-        if deny:
+        conn = socket.socket(fileno=fd)  # held to the end: a denied connection closes with the process
+        changes = self.on_stdio(conn, remote)
+        if changes is None:
             posix._exit(100)
-        fd = conn.detach()
-        for target in (0, 1):
-            posix.dup2(fd, target)
-        if fd > 1:
-            posix.close(fd)
         if self.in_process is None:
             execute(self.options.program, pathexec_environ(self.exec_env, changes), self.environ.get(b"PATH"),
                     self.log)
             posix._exit(111)
         change_environ(changes)
+        programs.leave(self.run_program())
+
+    def on_stdio(self, conn: socket.socket, remote: tuple[str, int]) -> list[tuple[bytes, bytes | None]] | None:
+        """The connection moved to fds 0 and 1, and the environment changes it brings; None (nothing moved)
+        when the rules deny it."""
+        deny, changes = Connection(conn, remote, self.options, self.local_port, self.environ, self.log).prepare()
+        if deny:
+            return None
+        fd = conn.detach()
+        for target in (0, 1):
+            posix.dup2(fd, target)
+        if fd > 1:
+            posix.close(fd)
+        return changes
+
+    def run_program(self, log=None) -> int:
+        """The program, in this process, on fds 0 and 1: its exit code (111, and a log line, after an internal
+        error: never a traceback)."""
         try:
-            code = programs.run(self.options.program, process_environ())
+            return programs.run(self.options.program, process_environ(), log=log)
         except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-        except BaseException as e:  # noqa: BLE001 - the child ends here, with a log line, not a traceback
+            return e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        except BaseException as e:  # noqa: BLE001 - the session ends here, with a log line, not a traceback
             self.log.error(PREFIX + b"warning: " + self.options.program[0].encode() + b": "
                            + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
-            code = 111
-        programs.leave(code)
+            return 111
+
+
+def ended_child() -> tuple[int, int] | None:
+    """(pid, wait status) of a child that has ended; None when none has, or there are none."""
+    try:
+        pid, wstat = posix.waitpid(-1, posix.WNOHANG)
+    except ChildProcessError:
+        return None
+    return (pid, wstat) if pid else None
+
+
+def wake_signals(wake: int) -> bytes:
+    """The numbers of the signals caught since the last read of the wake-up pipe (none when another read
+    took them)."""
+    try:
+        return posix.read(wake, 512)
+    except BlockingIOError:
+        return b""
 
 
 def _wake(signum: int, frame: object) -> None:

@@ -66,6 +66,14 @@ def _number(data: bytes) -> int:
     return int(data)
 
 
+def _length(line: bytes, what: str) -> int:
+    """A bulk string's or an array's length: -1 (null) or 0 to MAX_BULK; else ProtocolError, `what` with it."""
+    n = _number(line)
+    if n < -1 or n > MAX_BULK:
+        raise ProtocolError(what.format(n))
+    return n
+
+
 def parse(data: bytes, pos: int = 0):
     """The reply starting at `pos` and the position after it; None when more bytes are needed.
 
@@ -84,22 +92,18 @@ def parse(data: bytes, pos: int = 0):
     if kind == b":":
         return _number(line), after
     if kind == b"$":
-        n = _number(line)
+        n = _length(line, "a bulk string of {} bytes")
         if n == -1:
             return None, after
-        if n < 0 or n > MAX_BULK:
-            raise ProtocolError(f"a bulk string of {n} bytes")
         if len(data) < after + n + 2:
             return None
         if data[after + n : after + n + 2] != b"\r\n":
             raise ProtocolError("a bulk string without its CRLF")
         return data[after : after + n], after + n + 2
     if kind == b"*":
-        n = _number(line)
+        n = _length(line, "an array of {} items")
         if n == -1:
             return None, after
-        if n < 0 or n > MAX_BULK:
-            raise ProtocolError(f"an array of {n} items")
         items = []
         for _ in range(n):
             found = parse(data, after)

@@ -26,9 +26,7 @@ import posix
 import select
 import sys
 
-from . import programs
-from .config import process_environ
-from .forkserver import DROP, PREFIX, Connection, Server, change_environ, error_text
+from .forkserver import DROP, PREFIX, Server, change_environ, ended_child, error_text, wake_signals
 
 RECORD = 8  # pid (4 bytes), kind, 3 spare: written whole, as a pipe writes up to PIPE_BUF bytes
 BUSY, DONE, LAST = 1, 2, 3  # a session started; it ended and the worker stays; it ended and the worker leaves
@@ -85,11 +83,7 @@ class Pool:
             ready = select.select(watch, [], [], pause)[0]
             pause = None
             if wake in ready:
-                try:
-                    signals = posix.read(wake, 512)
-                except BlockingIOError:
-                    signals = b""
-                if signal.SIGTERM in signals:
+                if signal.SIGTERM in wake_signals(wake):
                     for pid in self.state:
                         try:
                             posix.kill(pid, signal.SIGTERM)
@@ -131,13 +125,8 @@ class Pool:
 
     def reap(self) -> None:
         server = self.server
-        while self.state:
-            try:
-                pid, wstat = posix.waitpid(-1, posix.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        while self.state and (ended := ended_child()):
+            pid, wstat = ended
             state = self.state.pop(pid, None)
             if state == BUSY:  # ended inside a session (killed, or a fatal error): its end line, as a child's
                 server.log(PREFIX + b"end %d status %d" % (pid, wstat))
@@ -251,26 +240,13 @@ class Worker:
 
         server = self.server
         conn = socket.socket(fileno=fd)
-        deny, changes = Connection(conn, remote, server.options, server.local_port, server.environ,
-                                   server.log).prepare()
-        if deny:
+        changes = server.on_stdio(conn, remote)
+        if changes is None:
             conn.close()
             return 100, True
-        fd = conn.detach()
-        for target in (0, 1):
-            posix.dup2(fd, target)
-        if fd > 1:
-            posix.close(fd)
         change_environ(changes)
         log = Log()
-        try:
-            code = programs.run(server.options.program, process_environ(), log=log)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
-        except BaseException as e:  # noqa: BLE001 - the session ends here, with a log line, not a traceback
-            server.log.error(PREFIX + b"warning: " + server.options.program[0].encode() + b": "
-                             + f"{type(e).__name__}: {e}".encode("utf-8", "backslashreplace"))
-            code = 111
+        code = server.run_program(log)
         for stream in (sys.stdout, sys.stderr):  # to this client, not the next
             try:
                 stream.flush()
