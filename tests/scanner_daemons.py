@@ -139,7 +139,8 @@ def spamd(tmp_path_factory):
 
 class Broken:
     """A daemon that reads each request (to clamd's end of stream, or to the client's shutdown, as spamd) and then
-    does `how`: "silent" (answers nothing, keeps the connection), "midway" (part of an answer, then closes)."""
+    does `how`: "silent" (answers nothing, keeps the connection), "midway" (part of an answer, then closes),
+    "trickle" (its answer a byte every 0.1 s)."""
 
     def __init__(self, how: str, answer: bytes = b"stream: Some.Virus FOU") -> None:
         self.server = socket.socket()
@@ -169,6 +170,12 @@ class Broken:
                 data += chunk
             if self.how == "midway":
                 conn.sendall(self.answer)
+                return
+            if self.how == "trickle":
+                for byte in self.answer:
+                    if self.release.wait(0.1):
+                        return
+                    conn.sendall(bytes([byte]))
                 return
             self.release.wait(60)
 

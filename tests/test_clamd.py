@@ -110,3 +110,18 @@ def test_a_scanner_that_closes_mid_answer():
     finally:
         broken.close()
     assert verdict.status == wire.FAILED and "FOU" in failures[0]
+
+
+def test_a_scanner_that_trickles_its_answer_is_cut_off():
+    """Each byte within the read timeout, the whole line not within twice it: a failure, not a held session."""
+    broken = Broken("trickle", b"stream: OK" + b" " * 200 + b"\0")
+    try:
+        with _file(b"hello\n") as f:
+            start = time.monotonic()
+            verdict, failures = wire.scan([(socket.AF_INET, ("127.0.0.1", broken.port))], f, 6,
+                                          scanners.Timeouts(5, 5, 0.5))
+            took = time.monotonic() - start
+    finally:
+        broken.close()
+    assert verdict.status == wire.FAILED and "twice the read timeout" in failures[0]
+    assert took < 30  # 1 s by the deadline; the answer alone would take 21 s

@@ -184,3 +184,13 @@ def test_a_session_gives_its_place_back_however_it_ends(how, smtp, redis_server,
     assert r.codes[0] == (421 if "refuses" in how else 220)
     assert "limit LIMIT_SESSIONS_PER_IP" not in r.stderr
     assert redis_server.call("DBSIZE", db=redis_db) == b":0\r\n"  # no place left taken
+
+
+def test_a_login_spelled_another_way_shares_its_budget(smtp, cvm_socket, redis_server, redis_db):
+    """cvm-pwfile takes DEMO and demo@any.example for demo: each spelling must not bring a budget of its own."""
+    env = {"CVM_SASL_PLAIN": cvm_socket["module"], "PLUGINS": "limits", "LIMITS_STORE": redis_server.url(redis_db),
+           "LIMIT_RECIPIENTS_PER_LOGIN": "2/1h"}
+    for login, codes in (("demo", [250, 250, 250]), ("DEMO", [250, 451]), ("demo@any.example", [250, 451])):
+        plain = base64.b64encode(f"\0{login}\0{PASSWORD}".encode()).decode()
+        r = smtp(f"EHLO c\r\nAUTH PLAIN {plain}\r\n".encode() + rcpts(len(codes) - 1)[8:], **env)
+        assert r.codes[2] == 235 and r.codes[3:-1] == codes, (login, r.lines)

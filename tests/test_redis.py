@@ -106,7 +106,7 @@ def test_urls():
     assert parse_url("redis://localhost").host == "localhost"
 
 
-@pytest.mark.parametrize("bad", ["http://x", "unix:relative.sock", "redis://h:port", "redis://h/x",
+@pytest.mark.parametrize("bad", ["http://x", "rediss://:secret@h:6379", "unix:relative.sock", "redis://h:port", "redis://h/x",
                                  "redis://h?timeout_ms=-1", "redis://h?color=blue", "redis://:secret@h:x"])
 def test_bad_urls(bad):
     with pytest.raises(ValueError) as e:
@@ -177,3 +177,25 @@ def test_a_server_that_never_answers_costs_one_timeout(silent):
         conn.call("PING")
     # the bound is the timeout; the slack is for a loaded machine, far below "hangs"
     assert time.monotonic() - start < 5
+
+
+def test_a_reply_nested_past_recursion_is_a_store_error(tmp_path):
+    """A hostile server's `*1` nested thousands deep: the store is unusable (fail open), no internal error."""
+    import socket
+    import threading
+
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "deep.sock"))
+    listener.listen(1)
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"*1\r\n" * 5000 + b":1\r\n")
+            conn.recv(1024)  # until the client lets go
+
+    threading.Thread(target=answer, daemon=True).start()
+    with pytest.raises(StoreError):
+        Connection(parse_url(f"unix:{tmp_path}/deep.sock")).call("PING")
+    listener.close()

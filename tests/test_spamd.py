@@ -62,9 +62,10 @@ def test_failures(data):
         parse(data)
 
 
-def test_without_a_length_the_message_runs_to_the_end():
-    parsed, out = parse(b"SPAMD/1.1 0 EX_OK\r\n\r\nab")
-    assert out == b"ab" and not parsed.spam
+def test_without_a_length_the_answer_fails():
+    """spamd always sends Content-length with PROCESS: without it a cut answer would pass for the message."""
+    with pytest.raises(wire.Failed, match="no Content-length"):
+        parse(b"SPAMD/1.1 0 EX_OK\r\n\r\nSubject: x\r\n\r\nhal")
 
 
 @given(st.binary(max_size=300).map(lambda b: b"X-Spam-Status: " + b), st.booleans(),
@@ -131,3 +132,22 @@ def test_a_spamd_that_closes_mid_message():
     finally:
         broken.close()
     assert parsed is None and "where spamd announced 100" in failures[0]
+
+
+def test_a_spamd_that_trickles_its_answer_is_cut_off():
+    """Each byte within the read timeout, but the whole answer not within twice it: a failure, not a held session."""
+    broken = Broken("trickle", b"SPAMD/1.1 0 EX_OK\r\nContent-length: 1000\r\n\r\n" + b"x" * 1000)
+    try:
+        start = time.monotonic()
+        parsed, failures, _ = _process([(socket.AF_INET, ("127.0.0.1", broken.port))], b"hello\n",
+                                       timeouts=scanners.Timeouts(5, 5, 0.5))
+        took = time.monotonic() - start
+    finally:
+        broken.close()
+    assert parsed is None and "twice the read timeout" in failures[0]
+    assert took < 30  # 1 s by the deadline; the answer alone would take 105 s
+
+
+def test_an_answer_longer_than_announced_fails():
+    with pytest.raises(wire.Failed, match="more than the 2 bytes"):
+        parse(b"SPAMD/1.1 0 EX_OK\r\nContent-length: 2\r\n\r\nabc")

@@ -96,10 +96,10 @@ def _scan_at(family: int, address, file, length: int, timeouts) -> Verdict:
         sock.sendall(COMMAND)
         scanners.send_file(sock, file, length, chunk_header)
         sock.sendall(END)
-        sock.settimeout(timeouts.read)
+        receiver = scanners.Receiver(sock, timeouts)
         answer = Answer()
         while answer.verdict is None:
-            data = sock.recv(MAX_LINE)
+            data = receiver.recv(MAX_LINE)
             if not data:
                 return answer.end()
             answer.feed(data)

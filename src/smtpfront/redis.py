@@ -168,7 +168,7 @@ def parse_url(text: str) -> Url:
         if port:
             url.port = _count(port, "the port")
     else:
-        raise ValueError(f"not a redis:// or unix: URL: {rest!r}")
+        raise ValueError(f"not a redis:// or unix: URL: {rest.partition(':')[0]!r}:...")  # no password quoted
     for option in filter(None, query.split("&")):
         name, _, value = option.partition("=")
         if name == "db":
@@ -291,7 +291,7 @@ class Connection:
             return self._exchange(command(*args))
         except TimeoutError:
             raise self._fail("timed out") from None
-        except (OSError, ProtocolError, ValueError) as e:
+        except (OSError, ProtocolError, ValueError, RecursionError) as e:  # a reply nested deeper than Python recurses
             raise self._fail(str(e) or type(e).__name__) from None
 
     def run(self, script: Script, keys: list, args: list):

@@ -13,6 +13,7 @@ from __future__ import annotations
 # _socket, not socket: the wrapper module imports enum, a cost paid on every connection
 import _socket
 import posix
+import time
 
 from .session import number
 
@@ -62,6 +63,27 @@ def addresses(host: str, number: int) -> list[tuple]:
         raise Unresolved(host)
     start = int.from_bytes(posix.urandom(2), "big") % len(found)
     return [(family, address) for family, _, _, _, address in found[start:] + found[:start]]
+
+
+class Receiver:
+    """A daemon's answer read in pieces: each read within the read timeout, and the whole answer within twice
+    it, so that a daemon that trickles its answer a byte at a time can't hold the session (TimeoutError)."""
+
+    def __init__(self, sock: _socket.socket, timeouts: Timeouts) -> None:
+        self.sock, self.read = sock, timeouts.read
+        self.deadline = time.monotonic() + 2 * timeouts.read
+
+    def recv(self, size: int) -> bytes:
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            self.sock.settimeout(min(self.read, left))
+            return self.sock.recv(size)
+        except TimeoutError:
+            if time.monotonic() < self.deadline:
+                raise  # this read's own timeout
+            raise TimeoutError("the answer took longer than twice the read timeout") from None
 
 
 def connect(family: int, address, timeout: float) -> _socket.socket:

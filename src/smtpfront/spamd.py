@@ -63,6 +63,8 @@ class Answer:
                 self._head_line(line)
             data, self.buffer = self.buffer, b""
         self.received += len(data)
+        if self.length is not None and self.received > self.length:
+            raise Failed(f"more than the {self.length} bytes spamd announced")
         if self.watching:
             self._watch(data)
         return data
@@ -106,7 +108,9 @@ class Answer:
         """spamd closed the connection: the answer must be whole."""
         if self.in_head:
             raise Failed("spamd closed before the end of its headers")
-        if self.length is not None and self.received != self.length:
+        if self.length is None:  # a cut answer would pass for the whole message
+            raise Failed("spamd's answer has no Content-length")
+        if self.received != self.length:
             raise Failed(f"a message of {self.received} bytes where spamd announced {self.length}")
         if self.watching and self.buffer:
             verdict = spam_status(self.buffer)  # the message ended on its header's last line
@@ -142,9 +146,9 @@ def _process_at(family: int, address, file, length: int, user: str | None, timeo
         sock.sendall(request_head(length, user))
         scanners.send_file(sock, file, length)
         sock.shutdown(1)  # SHUT_WR: the message is complete
-        sock.settimeout(timeouts.read)
+        receiver = scanners.Receiver(sock, timeouts)
         answer = Answer()
-        while data := sock.recv(1 << 16):
+        while data := receiver.recv(1 << 16):
             out.write(answer.feed(data))
         answer.end()
         return answer

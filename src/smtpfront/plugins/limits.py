@@ -32,7 +32,7 @@ import time
 from ..redis import StoreError
 from ..smtp import Reply
 from ..store import ENTER, RELEASE, Store, key, member
-from ..throttle import network_key
+from ..throttle import login_key, network_key
 from . import Plugin
 
 CONFIG_ERROR = Reply(421, "4.3.0 Configuration error; try again later.")
@@ -139,7 +139,7 @@ class Limits(Plugin):
         """(limit name, key, who) of the messages or recipients of this session; None when none applies."""
         if session.user is not None:
             name = f"LIMIT_{kind}_PER_LOGIN"
-            return name, f"{kind}:login:{session.user.lower()}", f"login {session.user}"
+            return name, f"{kind}:login:{login_key(session.user)}", f"login {session.user}"
         if session.relayclient is not None:
             name = f"LIMIT_{kind}_PER_SENDER"
             return name, f"{kind}:sender:{self.mail_from.lower()}", f"sender <{self.mail_from}>"
