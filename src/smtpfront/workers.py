@@ -45,13 +45,8 @@ def records(data: bytes) -> list[tuple[int, int]]:
 def restore_environ(base: dict[bytes, bytes]) -> None:
     """Make this process's environment `base` again, Python's view and the C library's."""
     environ = posix.environ
-    for name in [name for name in environ if name not in base]:
-        del environ[name]
-        posix.unsetenv(name)
-    for name, value in base.items():
-        if environ.get(name) != value:
-            environ[name] = value
-            posix.putenv(name, value)
+    change_environ([(name, None) for name in environ if name not in base]
+                   + [(name, value) for name, value in base.items() if environ.get(name) != value])
 
 
 def open_fds() -> set[str]:
